@@ -1,0 +1,54 @@
+"""The application contract: something ostune starts (or finds) on a host and keeps serving."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+from targets.hosts.base import Host
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a workload reaches the application, as seen from the host it runs on."""
+
+    address: str
+    port: int
+    socket_path: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class App(abc.ABC):
+    """An application under test. Lifecycle methods are idempotent."""
+
+    name: str = "app"
+    #: False for servers ostune did not start (external DSN): never start/stop/reconfigure them
+    managed: bool = True
+
+    @abc.abstractmethod
+    def start(self, host: Host) -> Endpoint:
+        """Start (or attach to) the application and wait until it answers."""
+
+    @abc.abstractmethod
+    def stop(self) -> None:
+        """Stop what start() started and remove its private files (unless asked to keep them)."""
+
+    def restart(self, host: Host) -> Endpoint:
+        self.stop()
+        return self.start(host)
+
+    @abc.abstractmethod
+    def is_healthy(self) -> bool:
+        ...
+
+    def pids(self) -> list[int]:
+        """Process ids of the application on its host (excluded from 'other CPU time')."""
+        return []
+
+    def describe(self) -> dict[str, object]:
+        """What is stored as the experiment's target description (never secrets)."""
+        return {"app": self.name}
+
+    def failure_context(self) -> str:
+        """A tail of the app's log, stored with a failed trial."""
+        return ""

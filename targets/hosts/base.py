@@ -1,0 +1,165 @@
+"""The Host contract: the few primitives every place ostune tunes must offer.
+
+Knob families (targets/knobs.py), applications and workloads are written only against this
+interface, so the same Redis app or sysctl knob works on the local machine, over SSH and inside
+a QEMU guest. Commands are argv lists, never shell strings: a remote host quotes them itself.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Sequence
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    exit_code: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass
+class SpawnedProcess:
+    """A long-running process started on a host (an application server)."""
+
+    pid: int
+    argv: tuple[str, ...]
+    log_path: str
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What is stored with every trial so results from different machines are not mixed up."""
+
+    hostname: str
+    kernel: str
+    cpu_model: str
+    cpu_count: int
+    memory_mb: int
+    virtualization: str = ""
+    cmdline: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "hostname": self.hostname,
+            "kernel": self.kernel,
+            "cpu_model": self.cpu_model,
+            "cpu_count": self.cpu_count,
+            "memory_mb": self.memory_mb,
+            "virtualization": self.virtualization,
+            "cmdline": self.cmdline,
+            **self.extra,
+        }
+
+
+class Host(abc.ABC):
+    """A machine whose kernel ostune tunes and on which the application runs."""
+
+    #: stable identity used for locks and stored with experiments, e.g. "local:vm", "ssh://root@h:22"
+    key: str = "host"
+    #: whether this host can apply `boot` parameters (reboot with a new kernel command line)
+    supports_boot: bool = False
+    #: whether kernel writes are real (False for the `none` host)
+    applies_kernel_params: bool = True
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self, boot_tokens: Sequence[str] = ()) -> None:
+        """Make the host ready, booted with these extra kernel command-line tokens if supported."""
+
+    def ensure_boot(self, boot_tokens: Sequence[str]) -> bool:
+        """Reboot with these tokens if they differ from the current boot. Returns True if rebooted.
+
+        Hosts without boot support raise KnobUnavailableError when tokens are non-empty.
+        """
+        if boot_tokens:
+            from tuner.errors import KnobUnavailableError
+
+            raise KnobUnavailableError(
+                f"host {self.key} cannot apply boot parameters (use --host qemu or ssh://…)"
+            )
+        return False
+
+    def close(self) -> None:
+        """Release connections and stop anything the host itself started (VMs)."""
+
+    # -- primitives -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+        check: bool = True,
+        input_text: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> CommandResult:
+        """Run a command to completion. With check=True a non-zero exit raises HostError."""
+
+    @abc.abstractmethod
+    def read_text(self, path: str) -> str:
+        """Read a file; raises KnobUnavailableError if missing or unreadable."""
+
+    @abc.abstractmethod
+    def write_text(self, path: str, text: str) -> None:
+        """Write a file (a kernel knob); raises ApplyError if the kernel refuses."""
+
+    @abc.abstractmethod
+    def exists(self, path: str) -> bool:
+        ...
+
+    @abc.abstractmethod
+    def spawn(self, argv: Sequence[str], *, log_path: str, cwd: str | None = None) -> SpawnedProcess:
+        """Start a background process that outlives this call; output goes to log_path."""
+
+    @abc.abstractmethod
+    def is_alive(self, proc: SpawnedProcess) -> bool:
+        ...
+
+    @abc.abstractmethod
+    def terminate(self, proc: SpawnedProcess, *, timeout_s: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after timeout_s."""
+
+    @abc.abstractmethod
+    def make_workdir(self, prefix: str) -> str:
+        """Create a private directory for app data and logs; returns its path on the host."""
+
+    @abc.abstractmethod
+    def remove_tree(self, path: str) -> None:
+        ...
+
+    @abc.abstractmethod
+    def facts(self) -> HostFacts:
+        ...
+
+    def which(self, program: str) -> str | None:
+        result = self.run(["sh", "-c", 'command -v "$1"', "sh", program], check=False)
+        path = result.stdout.strip()
+        return path or None
+
+    def cpu_time_other_s(self, exclude_pids: Sequence[int] = ()) -> float | None:
+        """Total CPU seconds used by all processes except these (for noise attribution).
+
+        Returns None if unknown. Default implementation reads /proc/stat busy time.
+        """
+        try:
+            fields = self.read_text("/proc/stat").splitlines()[0].split()[1:]
+        except Exception:
+            return None
+        values = [int(v) for v in fields]
+        # user nice system idle iowait irq softirq steal ...
+        busy = sum(values) - values[3] - (values[4] if len(values) > 4 else 0)
+        return busy / 100.0
+
+    def __enter__(self) -> "Host":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

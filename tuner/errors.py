@@ -1,0 +1,63 @@
+"""Typed ostune errors. The CLI is the one place that turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+
+class OstuneError(Exception):
+    """Base of every error ostune reports to a user as one line."""
+
+    exit_code = 2
+
+
+class BadInputError(OstuneError):
+    """The user gave something invalid: a space file, a flag, a name."""
+
+    exit_code = 2
+
+
+class SpaceError(BadInputError):
+    """A space file is malformed or violates a rule."""
+
+
+class StorageError(OstuneError):
+    """The result database cannot be opened, written or is inconsistent."""
+
+    exit_code = 3
+
+
+class HostError(OstuneError):
+    """A host cannot be reached or refused an operation."""
+
+    exit_code = 4
+
+
+class KnobUnavailableError(HostError):
+    """A parameter does not exist or is not readable/writable on this host."""
+
+
+class ApplyError(HostError):
+    """The kernel did not take a value (write failed, or read-back differs)."""
+
+
+class AppError(OstuneError):
+    """The application under test failed to start, answer or stop."""
+
+    exit_code = 5
+
+
+class WorkloadError(OstuneError):
+    """The workload failed or printed something that cannot be parsed."""
+
+    exit_code = 5
+
+
+class LockHeldError(OstuneError):
+    """Another ostune run holds the lock for this host."""
+
+    exit_code = 6
+
+
+class Interrupted(OstuneError):
+    """Ctrl-C or SIGTERM: the run stopped after restoring the host."""
+
+    exit_code = 130
