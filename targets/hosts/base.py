@@ -19,6 +19,8 @@ class CommandResult:
     stdout: str
     stderr: str
     duration_s: float
+    #: CPU seconds the command itself used, where the host can tell (local: rusage)
+    cpu_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -139,24 +141,36 @@ class Host(abc.ABC):
     def facts(self) -> HostFacts:
         ...
 
+    def put_file(self, path: str, text: str) -> None:
+        """Create or replace a regular file (configs, params). Kernel knobs use write_text."""
+        self.run(["sh", "-c", 'cat > "$1"', "sh", path], input_text=text)
+
     def which(self, program: str) -> str | None:
         result = self.run(["sh", "-c", 'command -v "$1"', "sh", program], check=False)
         path = result.stdout.strip()
         return path or None
 
-    def cpu_time_other_s(self, exclude_pids: Sequence[int] = ()) -> float | None:
-        """Total CPU seconds used by all processes except these (for noise attribution).
-
-        Returns None if unknown. Default implementation reads /proc/stat busy time.
-        """
+    def cpu_busy_s(self) -> float | None:
+        """Busy CPU seconds of the whole host since boot (all CPUs), from /proc/stat."""
         try:
-            fields = self.read_text("/proc/stat").splitlines()[0].split()[1:]
+            fields = self.read_text("/proc/stat").splitlines()[0].split()[1:8]
         except Exception:
             return None
         values = [int(v) for v in fields]
-        # user nice system idle iowait irq softirq steal ...
-        busy = sum(values) - values[3] - (values[4] if len(values) > 4 else 0)
-        return busy / 100.0
+        # user nice system idle iowait irq softirq: everything but idle and iowait is busy
+        return (sum(values) - values[3] - values[4]) / 100.0
+
+    def process_cpu_s(self, pids: Sequence[int]) -> float:
+        """CPU seconds (user + system) used so far by these processes; vanished ones count 0."""
+        total = 0
+        for pid in pids:
+            try:
+                stat = self.read_text(f"/proc/{pid}/stat")
+            except Exception:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+        return total / 100.0
 
     def __enter__(self) -> "Host":
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -56,6 +57,7 @@ class LocalHost(Host):
         env: dict[str, str] | None = None,
     ) -> CommandResult:
         started = time.monotonic()
+        usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         full_env = {**os.environ, **env} if env else None
         try:
             proc = subprocess.run(
@@ -71,8 +73,10 @@ class LocalHost(Host):
             raise HostError(f"command not found: {argv[0]}") from exc
         except subprocess.TimeoutExpired as exc:
             raise HostError(f"command timed out after {timeout_s:g} s: {' '.join(argv)}") from exc
+        usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_s = (usage_after.ru_utime - usage_before.ru_utime) + (usage_after.ru_stime - usage_before.ru_stime)
         result = CommandResult(
-            tuple(argv), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started
+            tuple(argv), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started, cpu_s
         )
         if check and not result.ok:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
@@ -182,3 +186,7 @@ class LocalHost(Host):
 
     def which(self, program: str) -> str | None:
         return shutil.which(program)
+
+    def put_file(self, path: str, text: str) -> None:
+        with open(path, "w") as f:
+            f.write(text)

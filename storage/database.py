@@ -1,0 +1,90 @@
+"""Open a result database: create the engine, set SQLite pragmas, migrate to the newest schema."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from tuner.errors import StorageError
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+DEFAULT_DB_URL = "sqlite:///ostune.db"
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    cursor = dbapi_connection.cursor()
+    # WAL lets `sqlite3 ostune.db` read while a run writes; busy_timeout rides out short locks.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _check_sqlite_path(url_text: str, database: str | None) -> None:
+    if not database or database == ":memory:":
+        return
+    path = Path(database)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise StorageError(f"database {url_text}: file {path} is not writable")
+        return
+    if not parent.is_dir():
+        raise StorageError(f"database {url_text}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise StorageError(f"database {url_text}: directory {parent} is not writable")
+
+
+def open_engine(url_text: str = DEFAULT_DB_URL, *, create: bool = True) -> Engine:
+    """An engine on a migrated database. With create=False a missing SQLite file is an error
+    (read-only commands must not leave empty databases behind)."""
+    try:
+        url = make_url(url_text)
+    except ArgumentError:
+        raise StorageError(
+            f"database {url_text!r} is not a SQLAlchemy URL (e.g. sqlite:///ostune.db)"
+        ) from None
+    is_sqlite = url.get_backend_name() == "sqlite"
+    if is_sqlite:
+        if not create and url.database and url.database != ":memory:" and not Path(url.database).exists():
+            raise StorageError(f"database {url_text}: no such file (run `ostune run` first)")
+        _check_sqlite_path(url_text, url.database)
+    try:
+        engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
+    except (ArgumentError, ImportError) as exc:
+        raise StorageError(f"database {url_text!r}: {exc}") from None
+    if is_sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    try:
+        migrate(engine)
+    except OperationalError as exc:
+        raise StorageError(f"database {url_text}: {exc.orig}") from None
+    except SQLAlchemyError as exc:
+        raise StorageError(f"database {url_text}: {exc.__class__.__name__}: {exc}") from None
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    cfg = _alembic_config()
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current == head:
+        return
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

@@ -1,0 +1,366 @@
+"""The storage contract ostune's tuner uses. Everything crossing it is a plain dataclass, so the
+loop never holds ORM objects or sessions, and another backend could implement the same methods."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Mapping, Sequence
+
+from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from storage.database import DEFAULT_DB_URL, open_engine
+from storage.models import (
+    Experiment, JournalEntry, RepetitionMetric, Run, Trial, TrialMetric, TrialParam, utcnow,
+)
+from tuner.errors import StorageError
+
+FINISHED = ("succeeded", "failed", "infeasible")
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    id: int
+    name: str
+    space: dict[str, Any]
+    space_hash: str
+    target: dict[str, Any]
+    objective: str
+    direction: str
+    seed: int
+    settings: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    id: int
+    number: int
+    status: str
+    source: str
+    params: dict[str, Any]
+    objective: float | None
+    objective_sd: float | None
+    metrics: dict[str, float]
+    repetitions: int
+    started_at: datetime
+    ended_at: datetime | None
+    duration_s: float | None
+    error: str | None
+    run_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    id: int
+    experiment_id: int | None
+    command: str
+    host_key: str
+    pid: int
+    pid_start_ticks: int | None
+    machine: str
+    boot_id: str
+    status: str
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class JournalRecord:
+    id: int
+    run_id: int
+    host_key: str
+    name: str
+    kind: str
+    path: str
+    original: str
+
+
+@dataclass
+class ExperimentSummary:
+    name: str
+    trials: int
+    succeeded: int
+    best: float | None
+    objective: str
+    direction: str
+    target: dict[str, Any] = field(default_factory=dict)
+    updated_at: datetime | None = None
+
+
+def _param_row(name: str, value: Any) -> TrialParam:
+    if isinstance(value, bool):
+        return TrialParam(name=name, value_num=float(value), value_text=None)
+    if isinstance(value, (int, float)):
+        return TrialParam(name=name, value_num=float(value), value_text=None)
+    return TrialParam(name=name, value_num=None, value_text=str(value))
+
+
+class ResultStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str = DEFAULT_DB_URL, *, create: bool = True) -> "ResultStore":
+        return cls(open_engine(url, create=create))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def _session(self) -> Session:
+        return self._sessions()
+
+    def _write(self, fn):  # type: ignore[no-untyped-def]
+        try:
+            with self._session() as session, session.begin():
+                return fn(session)
+        except IntegrityError as exc:
+            raise StorageError(f"database constraint violated: {exc.orig}") from None
+        except SQLAlchemyError as exc:
+            raise StorageError(f"database write failed: {exc.__class__.__name__}: {exc}") from None
+
+    # -- experiments ------------------------------------------------------------------------
+    @staticmethod
+    def _experiment_record(row: Experiment) -> ExperimentRecord:
+        return ExperimentRecord(
+            row.id, row.name, row.space_json, row.space_hash, row.target_json, row.objective,
+            row.direction, row.seed, row.settings_json or {}, row.created_at, row.updated_at,
+        )
+
+    def get_experiment(self, name: str) -> ExperimentRecord | None:
+        with self._session() as session:
+            row = session.scalar(select(Experiment).where(Experiment.name == name))
+            return self._experiment_record(row) if row else None
+
+    def create_experiment(
+        self, *, name: str, space: dict[str, Any], space_hash: str, target: dict[str, Any],
+        objective: str, direction: str, seed: int, settings: dict[str, Any],
+    ) -> ExperimentRecord:
+        def create(session: Session) -> ExperimentRecord:
+            row = Experiment(
+                name=name, space_json=space, space_hash=space_hash, target_json=target,
+                objective=objective, direction=direction, seed=seed, settings_json=settings,
+            )
+            session.add(row)
+            session.flush()
+            return self._experiment_record(row)
+
+        return self._write(create)
+
+    def experiment_names(self) -> list[str]:
+        with self._session() as session:
+            return list(session.scalars(select(Experiment.name).order_by(Experiment.name)))
+
+    def summaries(self) -> list[ExperimentSummary]:
+        with self._session() as session:
+            out = []
+            for exp in session.scalars(select(Experiment).order_by(Experiment.created_at)):
+                counts = dict(
+                    session.execute(
+                        select(Trial.status, func.count()).where(Trial.experiment_id == exp.id)
+                        .group_by(Trial.status)
+                    ).all()
+                )
+                agg = func.max if exp.direction == "maximize" else func.min
+                best = session.scalar(
+                    select(agg(Trial.objective)).where(
+                        Trial.experiment_id == exp.id, Trial.status == "succeeded"
+                    )
+                )
+                out.append(ExperimentSummary(
+                    exp.name, sum(counts.values()), counts.get("succeeded", 0), best,
+                    exp.objective, exp.direction, exp.target_json, exp.updated_at,
+                ))
+            return out
+
+    # -- runs -------------------------------------------------------------------------------
+    def start_run(
+        self, *, experiment_id: int | None, command: str, host_key: str, pid: int,
+        pid_start_ticks: int | None, machine: str, boot_id: str, host_facts: Mapping[str, Any],
+        skipped: Mapping[str, str] | None = None,
+    ) -> int:
+        def start(session: Session) -> int:
+            row = Run(
+                experiment_id=experiment_id, command=command, host_key=host_key, pid=pid,
+                pid_start_ticks=pid_start_ticks, machine=machine, boot_id=boot_id,
+                host_facts_json=dict(host_facts), skipped_json=dict(skipped or {}),
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+
+        return self._write(start)
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        mapping = {"host_facts": "host_facts_json", "skipped": "skipped_json"}
+        values = {mapping.get(k, k): v for k, v in fields.items()}
+        self._write(lambda s: s.execute(update(Run).where(Run.id == run_id).values(**values)))
+
+    def end_run(self, run_id: int, status: str) -> None:
+        self.update_run(run_id, status=status, ended_at=utcnow())
+
+    def running_runs(self) -> list[RunRecord]:
+        with self._session() as session:
+            rows = session.scalars(select(Run).where(Run.status == "running"))
+            return [
+                RunRecord(r.id, r.experiment_id, r.command, r.host_key, r.pid, r.pid_start_ticks,
+                          r.machine, r.boot_id, r.status, r.started_at)
+                for r in rows
+            ]
+
+    def run_facts(self, run_id: int) -> dict[str, Any]:
+        with self._session() as session:
+            row = session.get(Run, run_id)
+            return dict(row.host_facts_json) if row else {}
+
+    def runs_for(self, experiment_id: int) -> list[dict[str, Any]]:
+        with self._session() as session:
+            rows = session.scalars(select(Run).where(Run.experiment_id == experiment_id).order_by(Run.id))
+            return [
+                {"id": r.id, "host_key": r.host_key, "status": r.status, "started_at": r.started_at,
+                 "ended_at": r.ended_at, "host_facts": r.host_facts_json, "skipped": r.skipped_json}
+                for r in rows
+            ]
+
+    def mark_run_crashed(self, run_id: int) -> int:
+        """The run's process died without cleaning up: close it and abort its running trials.
+        Returns how many trials were aborted."""
+
+        def crash(session: Session) -> int:
+            session.execute(update(Run).where(Run.id == run_id).values(status="crashed", ended_at=utcnow()))
+            result = session.execute(
+                update(Trial).where(Trial.run_id == run_id, Trial.status == "running")
+                .values(status="aborted", ended_at=utcnow(), error="ostune process died during the trial")
+            )
+            return result.rowcount or 0
+
+        return self._write(crash)
+
+    # -- restore journal --------------------------------------------------------------------
+    def journal_originals(self, run_id: int, host_key: str, entries: Iterable[tuple[str, str, str, str]]) -> None:
+        """Record (name, kind, path, original) before anything is written. A value already
+        journalled and not yet restored by this run is kept (the first original wins)."""
+
+        def record(session: Session) -> None:
+            known = set(session.scalars(select(JournalEntry.path).where(
+                JournalEntry.run_id == run_id, JournalEntry.restored_at.is_(None))))
+            for name, kind, path, original in entries:
+                if path in known:
+                    continue
+                session.add(JournalEntry(run_id=run_id, host_key=host_key, name=name, kind=kind,
+                                         path=path, original=original))
+                known.add(path)
+
+        self._write(record)
+
+    def pending_journal(self, run_ids: Sequence[int] | None = None) -> list[JournalRecord]:
+        with self._session() as session:
+            query = select(JournalEntry).where(JournalEntry.restored_at.is_(None))
+            if run_ids is not None:
+                query = query.where(JournalEntry.run_id.in_(list(run_ids)))
+            return [
+                JournalRecord(j.id, j.run_id, j.host_key, j.name, j.kind, j.path, j.original)
+                for j in session.scalars(query.order_by(JournalEntry.id))
+            ]
+
+    def mark_restored(self, journal_id: int, error: str | None = None) -> None:
+        values: dict[str, Any] = {"restore_error": error}
+        if error is None:
+            values["restored_at"] = utcnow()
+        self._write(lambda s: s.execute(update(JournalEntry).where(JournalEntry.id == journal_id).values(**values)))
+
+    # -- trials -----------------------------------------------------------------------------
+    def next_trial_number(self, experiment_id: int) -> int:
+        with self._session() as session:
+            current = session.scalar(select(func.max(Trial.number)).where(Trial.experiment_id == experiment_id))
+            return (current or 0) + 1
+
+    def start_trial(
+        self, *, experiment_id: int, run_id: int | None, params: Mapping[str, Any], source: str,
+    ) -> TrialRecord:
+        def start(session: Session) -> TrialRecord:
+            number = (session.scalar(
+                select(func.max(Trial.number)).where(Trial.experiment_id == experiment_id)) or 0) + 1
+            row = Trial(experiment_id=experiment_id, run_id=run_id, number=number, status="running",
+                        source=source, started_at=utcnow())
+            row.params = [_param_row(k, v) for k, v in params.items()]
+            session.add(row)
+            session.execute(update(Experiment).where(Experiment.id == experiment_id).values(updated_at=utcnow()))
+            session.flush()
+            return TrialRecord(row.id, number, "running", source, dict(params), None, None, {}, 0,
+                               row.started_at, None, None, None, run_id)
+
+        return self._write(start)
+
+    def finish_trial(
+        self, trial_id: int, *, status: str, objective: float | None = None,
+        objective_sd: float | None = None, metrics: Mapping[str, float] | None = None,
+        repetitions: Sequence[Mapping[str, float]] = (), error: str | None = None,
+        rebooted: bool = False,
+    ) -> None:
+        def finish(session: Session) -> None:
+            row = session.get(Trial, trial_id)
+            if row is None:
+                raise StorageError(f"trial id {trial_id} vanished from the database")
+            ended = utcnow()
+            row.status = status
+            row.ended_at = ended
+            row.duration_s = (ended - row.started_at).total_seconds()
+            row.objective = objective
+            row.objective_sd = objective_sd
+            row.error = error
+            row.rebooted = rebooted
+            row.repetitions = len(repetitions)
+            row.metrics = [TrialMetric(name=k, value=float(v)) for k, v in (metrics or {}).items()]
+            session.add_all(
+                RepetitionMetric(trial_id=trial_id, repetition=i + 1, name=k, value=float(v))
+                for i, rep in enumerate(repetitions) for k, v in rep.items()
+            )
+
+        self._write(finish)
+
+    def trials(self, experiment_id: int, statuses: Sequence[str] | None = None) -> list[TrialRecord]:
+        with self._session() as session:
+            query = (select(Trial).where(Trial.experiment_id == experiment_id)
+                     .options(selectinload(Trial.params), selectinload(Trial.metrics))
+                     .order_by(Trial.number))
+            if statuses is not None:
+                query = query.where(Trial.status.in_(list(statuses)))
+            out = []
+            for row in session.scalars(query):
+                params = {p.name: (p.value_text if p.value_text is not None else p.value_num) for p in row.params}
+                metrics = {m.name: m.value for m in row.metrics}
+                out.append(TrialRecord(
+                    row.id, row.number, row.status, row.source, params, row.objective,
+                    row.objective_sd, metrics, row.repetitions, row.started_at, row.ended_at,
+                    row.duration_s, row.error, row.run_id,
+                ))
+            return out
+
+    def repetition_values(self, trial_id: int, metric: str) -> list[float]:
+        with self._session() as session:
+            return list(session.scalars(
+                select(RepetitionMetric.value).where(
+                    RepetitionMetric.trial_id == trial_id, RepetitionMetric.name == metric)
+                .order_by(RepetitionMetric.repetition)))
+
+    def delete_experiment(self, name: str) -> None:
+        def remove(session: Session) -> None:
+            exp = session.scalar(select(Experiment).where(Experiment.name == name))
+            if exp is None:
+                return
+            trial_ids = select(Trial.id).where(Trial.experiment_id == exp.id)
+            for model in (TrialParam, TrialMetric, RepetitionMetric):
+                session.execute(delete(model).where(model.trial_id.in_(trial_ids)))
+            session.execute(delete(Trial).where(Trial.experiment_id == exp.id))
+            session.execute(update(Run).where(Run.experiment_id == exp.id).values(experiment_id=None))
+            session.delete(exp)
+
+        self._write(remove)
