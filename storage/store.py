@@ -55,6 +55,7 @@ class TrialRecord:
     duration_s: float | None
     error: str | None
     run_id: int | None = None
+    proposal: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -284,12 +285,13 @@ class ResultStore:
 
     def start_trial(
         self, *, experiment_id: int, run_id: int | None, params: Mapping[str, Any], source: str,
+        proposal: Mapping[str, Any] | None = None,
     ) -> TrialRecord:
         def start(session: Session) -> TrialRecord:
             number = (session.scalar(
                 select(func.max(Trial.number)).where(Trial.experiment_id == experiment_id)) or 0) + 1
             row = Trial(experiment_id=experiment_id, run_id=run_id, number=number, status="running",
-                        source=source, started_at=utcnow())
+                        source=source, started_at=utcnow(), proposal_json=dict(proposal or {}))
             row.params = [_param_row(k, v) for k, v in params.items()]
             session.add(row)
             session.execute(update(Experiment).where(Experiment.id == experiment_id).values(updated_at=utcnow()))
@@ -340,7 +342,7 @@ class ResultStore:
                 out.append(TrialRecord(
                     row.id, row.number, row.status, row.source, params, row.objective,
                     row.objective_sd, metrics, row.repetitions, row.started_at, row.ended_at,
-                    row.duration_s, row.error, row.run_id,
+                    row.duration_s, row.error, row.run_id, dict(row.proposal_json or {}),
                 ))
             return out
 

@@ -62,7 +62,10 @@ class CommandWorkload(Workload):
         if not result.ok:
             tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
             raise WorkloadError(f"command exited {result.exit_code}: {tail[0][:200]}")
-        return parse_metrics_line(result.stdout)
+        metrics = parse_metrics_line(result.stdout)
+        if result.cpu_s is not None:
+            metrics["_client_cpu_s"] = result.cpu_s
+        return metrics
 
     def warmup(self, host: Host, endpoint: Endpoint) -> None:
         if self.run_warmup:

@@ -1,0 +1,316 @@
+"""The `ostune` command line. This is the one place where errors become messages and exit codes.
+
+Exit codes: 0 success · 1 internal error (a bug: rerun with OSTUNE_DEBUG=1 for the traceback) ·
+2 bad input · 3 database problem · 4 host unreachable or refused · 5 application or workload
+failed · 6 another run holds the host's lock · 130 interrupted (host restored).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import sys
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+
+from tuner.errors import BadInputError, OstuneError
+
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn ostune errors into one red line and an exit code; never a traceback for bad input."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except OstuneError as exc:
+            _stderr().print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _stderr().print("interrupted: the host was restored; the running trial is marked aborted")
+            sys.exit(EXIT_INTERRUPTED)
+        except click.exceptions.Exit:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+            if os.environ.get("OSTUNE_DEBUG"):
+                raise
+            _stderr().print(
+                f"[red]internal error:[/red] {exc.__class__.__name__}: {exc} "
+                "(rerun with OSTUNE_DEBUG=1 for the traceback)", soft_wrap=True,
+            )
+            sys.exit(EXIT_INTERNAL)
+
+    return wrapper
+
+
+class _SignalGuard:
+    """SIGTERM/SIGHUP behave like Ctrl-C (restore, then exit 130); once cleanup has begun,
+    further signals are ignored so a second Ctrl-C cannot cut a restore in half."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> "_SignalGuard":
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def open_store(db: str, *, create: bool = True, console: Console | None = None):  # type: ignore[no-untyped-def]
+    """Open the database and repair what a dead ostune process left behind."""
+    from storage.store import ResultStore
+    from tuner.recovery import recover
+
+    store = ResultStore.open(db, create=create)
+    report = recover(store)
+    if report.anything:
+        out = console or _stderr()
+        for line in report.restored:
+            out.print(f"recovered from an interrupted run: {line}", highlight=False)
+        for line in report.failures:
+            out.print(f"[red]recovery failed:[/red] {line}")
+        if report.aborted_trials:
+            out.print(f"marked {report.aborted_trials} interrupted trial(s) aborted")
+        for host_key, count in report.remote_pending.items():
+            out.print(f"{count} value(s) on {host_key} still need restoring: run `ostune restore --host {host_key}`")
+    return store
+
+
+def _is_interactive() -> bool:
+    return sys.stdout.isatty()
+
+
+db_option = click.option(
+    "--db", default="sqlite:///ostune.db", show_default=True, envvar="OSTUNE_DB",
+    help="SQLAlchemy URL of the result database.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ostune")
+def main() -> None:
+    """ostune: find the kernel parameters that make one application fastest."""
+
+
+def _parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
+    import yaml
+
+    settings: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BadInputError(f"--set {pair!r} is not KEY=VALUE (e.g. --set clients=2)")
+        settings[key.replace("-", "_")] = yaml.safe_load(value)
+    return settings
+
+
+@main.command()
+@click.option("--space", "space_spec", default=None,
+              help="Space file, or a shipped space name (default: redis-latency; `ostune spaces` lists them).")
+@click.option("--app", default="redis", show_default=True, type=click.Choice(["redis", "command", "mariadb", "mysql"]))
+@click.option("--command", "command", default=None, help="Shell command for --app command.")
+@click.option("--host", "host_spec", default="local", show_default=True, help="local | none | qemu | ssh://user@host[:port]")
+@click.option("--trials", default=10, show_default=True, type=click.IntRange(min=1), help="Trials to run now.")
+@click.option("--experiment", "experiment_name", default=None, help="Experiment name (default: APP-SPACE).")
+@db_option
+@click.option("--seed", default=None, type=int, help="Optimizer seed (stored; default random).")
+@click.option("--objective", default="p99_ms", show_default=True, help="Metric to optimize.")
+@click.option("--maximize", is_flag=True, help="Maximize the objective instead of minimizing it.")
+@click.option("--repetitions", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Measured repetitions per trial (the median is the trial's value).")
+@click.option("--no-warmup", is_flag=True, help="Skip the unmeasured warm-up run of each trial.")
+@click.option("--strict", is_flag=True, help="Refuse parameters the host lacks instead of skipping them.")
+@click.option("--engine", default="skopt", show_default=True, type=click.Choice(["skopt", "random"]))
+@click.option("--clients", type=click.IntRange(min=1), default=None, help="Workload clients/threads.")
+@click.option("--requests", type=click.IntRange(min=1), default=None, help="redis-benchmark requests per repetition.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
+              help="Another workload setting, e.g. --set pipeline=4 --set commands=get,set.")
+@click.option("--quiet", is_flag=True, help="Only errors and the final summary.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout at the end.")
+@handle_errors
+def run(space_spec: str | None, app: str, command: str | None, host_spec: str, trials: int,
+        experiment_name: str | None, db: str, seed: int | None, objective: str, maximize: bool,
+        repetitions: int, no_warmup: bool, strict: bool, engine: str, clients: int | None,
+        requests: int | None, settings: tuple[str, ...], quiet: bool, as_json: bool) -> None:
+    """Tune the kernel under an application; resumes the experiment if it exists."""
+    from spaces.loader import load_space
+    from tuner.experiment import ExperimentRunner, RunSettings
+    from tuner.factory import TargetOptions, make_app_and_workload, make_host
+    from tuner.progress import ConsoleReporter
+
+    out = Console(stderr=as_json, highlight=False)
+    workload_settings = _parse_settings(settings)
+    if clients is not None:
+        workload_settings["clients"] = clients
+    if requests is not None:
+        workload_settings["requests"] = requests
+    if app == "command" and not space_spec and not experiment_name:
+        raise BadInputError("--app command needs --space FILE describing the parameters the command takes")
+    space = load_space(space_spec) if (space_spec or not experiment_name) else None
+    options = TargetOptions(app=app, command=command, host=host_spec, workload=workload_settings)
+    app_obj, workload = make_app_and_workload(options)
+    name = experiment_name or f"{app}-{space.name if space else 'space'}"
+    store = open_store(db, console=out)
+    host = make_host(options)
+    target = {"app": "mysql" if app == "mariadb" else app, "host": host.key,
+              **{k: v for k, v in app_obj.describe().items() if k != "app"}, **workload.describe()}
+    reporter = ConsoleReporter(out, interactive=_is_interactive() and not as_json, quiet=quiet)
+    run_settings = RunSettings(
+        experiment=name, trials=trials, objective=objective, maximize=maximize, seed=seed,
+        repetitions=repetitions, warmup=not no_warmup, strict=strict, engine=engine,
+    )
+    runner = ExperimentRunner(store, host, app_obj, workload, space, run_settings, reporter, target,
+                              extra_settings={"workload": workload_settings})
+    with _SignalGuard() as guard:
+        try:
+            summary = runner.run()
+        finally:
+            guard.stopping = True
+    if as_json:
+        best = summary.best
+        click.echo(json.dumps({
+            "experiment": summary.experiment, "trials_run": summary.trials_run,
+            "total_trials": summary.total_trials, "objective": objective,
+            "best": {"trial": best.number, "objective": best.objective, "params": best.params} if best else None,
+            "baseline_objective": summary.baseline.objective if summary.baseline else None,
+            "improvement": summary.improvement, "stop_reason": summary.stop_reason,
+            "skipped": summary.skipped,
+        }, default=str))
+
+
+@main.command()
+@db_option
+@handle_errors
+def experiments(db: str) -> None:
+    """List experiments in the database."""
+    from rich.table import Table
+
+    store = open_store(db, create=False)
+    table = Table()
+    for col in ("experiment", "app", "host", "trials", "succeeded", "objective", "best", "updated"):
+        table.add_column(col)
+    for s in store.summaries():
+        table.add_row(s.name, str(s.target.get("app", "")), str(s.target.get("host", "")), str(s.trials),
+                      str(s.succeeded), f"{s.direction} {s.objective}",
+                      f"{s.best:.4g}" if s.best is not None else "-",
+                      s.updated_at.strftime("%Y-%m-%d %H:%M") if s.updated_at else "")
+    Console().print(table)
+
+
+def _experiment(store, name: str):  # type: ignore[no-untyped-def]
+    record = store.get_experiment(name)
+    if record is None:
+        known = store.experiment_names()
+        hint = f"known: {', '.join(known[:10])}" if known else "the database has no experiments yet"
+        raise BadInputError(f"no experiment named {name!r} ({hint})")
+    return record
+
+
+@main.command()
+@click.argument("name")
+@db_option
+@handle_errors
+def show(name: str, db: str) -> None:
+    """A table of an experiment's trials."""
+    from tuner.experiment import best_trial
+    from tuner.progress import trials_table
+
+    store = open_store(db, create=False)
+    experiment = _experiment(store, name)
+    trials = store.trials(experiment.id)
+    best = best_trial(trials, experiment.maximize)
+    names = list(experiment.space.get("parameters", {}))
+    console = Console()
+    console.print(f"[bold]{experiment.name}[/bold]: {experiment.direction} {experiment.objective}, "
+                  f"{len(trials)} trials, seed {experiment.seed}, target {experiment.target.get('app')} "
+                  f"on {experiment.target.get('host')}")
+    console.print(trials_table(trials, experiment.objective, best.number if best else None, names))
+
+
+@main.command()
+@click.argument("name")
+@db_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def best(name: str, db: str, as_json: bool) -> None:
+    """The recommended configuration, as /etc/sysctl.d lines plus sysfs/debugfs/boot settings."""
+    from spaces.loader import parse_space
+    from tuner.recommend import recommend
+    import yaml
+
+    store = open_store(db, create=False)
+    experiment = _experiment(store, name)
+    space = parse_space(yaml.safe_dump(experiment.space), source=f"experiment {name}")
+    choice = recommend(store, experiment)
+    if choice is None:
+        raise BadInputError(f"experiment {name!r} has no succeeded trial yet")
+    trial = choice.trial
+    if as_json:
+        click.echo(json.dumps({
+            "experiment": experiment.name, "trial": trial.number,
+            "params": {k: space[k].coerce(v) if k in space else v for k, v in trial.params.items()},
+            "objective": trial.objective, "metric": experiment.objective, "metrics": trial.metrics,
+            "verified": choice.verified, "reason": choice.reason,
+        }, default=str))
+        return
+    from tuner.export import render_sysctl_d
+
+    click.echo(render_sysctl_d(space, trial.params, header=(
+        f"ostune experiment {experiment.name}, trial {trial.number}: "
+        f"{experiment.objective} = {trial.objective:.4g} ({choice.reason})")))
+
+
+@main.command()
+@db_option
+@handle_errors
+def restore(db: str) -> None:
+    """Restore kernel values left changed by an ostune process that died (kill -9, crash)."""
+    store = open_store(db, create=False, console=Console())
+    pending = [e for e in store.pending_journal()]
+    if not pending:
+        Console().print("nothing to restore")
+    else:
+        Console().print(f"{len(pending)} value(s) belong to a run that is still alive; not touched")
+
+
+@main.command()
+@handle_errors
+def spaces() -> None:
+    """List the shipped parameter spaces."""
+    from rich.table import Table
+
+    from spaces.loader import catalog_names, load_space
+
+    table = Table()
+    for col in ("space", "parameters", "description"):
+        table.add_column(col)
+    for name in catalog_names():
+        space = load_space(name)
+        table.add_row(name, str(len(space)), space.description)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""Experiment orchestration: resolve the experiment, then propose → apply → measure → store,
+restoring the host whatever happens."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol
+
+from spaces.model import Space, Value
+from storage.store import ExperimentRecord, ResultStore, TrialRecord
+from targets.apps.base import App, Endpoint
+from targets.hosts.base import Host
+from targets.workloads.base import Workload
+from tuner.errors import AppError, BadInputError, HostError, OstuneError, WorkloadError
+from tuner.host_state import HostState, ProbeReport, probe
+from tuner.measure import aggregate, measure_repetitions
+from tuner.optimizer import Observation, Proposal, propose
+from tuner.ownership import ProcessIdentity
+
+
+@dataclass
+class RunSettings:
+    experiment: str
+    trials: int
+    objective: str = "p99_ms"
+    maximize: bool = False
+    seed: int | None = None
+    repetitions: int = 5
+    warmup: bool = True
+    strict: bool = False
+    engine: str = "skopt"
+    #: stop early when this returns a reason (time budgets, convergence); checked before each trial
+    should_stop: Callable[[list[TrialRecord]], str | None] | None = None
+
+
+@dataclass
+class RunSummary:
+    experiment: str
+    trials_run: int
+    total_trials: int
+    best: TrialRecord | None
+    baseline: TrialRecord | None
+    stop_reason: str = ""
+    restored: list[str] = field(default_factory=list)
+    restore_failures: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def improvement(self) -> float | None:
+        """Relative change of the objective, best vs baseline (negative = lower)."""
+        if not self.best or not self.baseline or not self.baseline.objective:
+            return None
+        return (self.best.objective - self.baseline.objective) / self.baseline.objective  # type: ignore[operator]
+
+
+class Reporter(Protocol):
+    def message(self, text: str) -> None: ...
+    def skipped(self, skipped: Mapping[str, str]) -> None: ...
+    def run_started(self, experiment: ExperimentRecord, trials: int, done_before: int) -> None: ...
+    def trial_started(self, number: int, params: Mapping[str, Value], source: str) -> None: ...
+    def trial_finished(self, trial: TrialRecord, best: TrialRecord | None) -> None: ...
+    def run_finished(self, summary: RunSummary) -> None: ...
+
+
+def better(a: float, b: float, maximize: bool) -> bool:
+    return a > b if maximize else a < b
+
+
+def best_trial(trials: list[TrialRecord], maximize: bool) -> TrialRecord | None:
+    done = [t for t in trials if t.status == "succeeded" and t.objective is not None]
+    if not done:
+        return None
+    return max(done, key=lambda t: t.objective) if maximize else min(done, key=lambda t: t.objective)  # type: ignore[arg-type,return-value]
+
+
+def resolve_experiment(
+    store: ResultStore, *, name: str, space: Space | None, target: dict[str, Any], settings: RunSettings,
+    extra_settings: dict[str, Any],
+) -> tuple[ExperimentRecord | None, Space]:
+    """The stored experiment of this name (checked against the given space), or None with the
+    space to create it from. Nothing is written here: bad input leaves the database unchanged."""
+    from spaces.loader import parse_space
+    import yaml
+
+    existing = store.get_experiment(name)
+    if existing is None:
+        if space is None:
+            raise BadInputError(f"experiment {name!r} does not exist; give --space to create it")
+        return None, space
+    stored_space = parse_space(yaml.safe_dump(existing.space), source=f"experiment {name}")
+    if space is not None and space.hash() != existing.space_hash:
+        raise BadInputError(
+            f"experiment {name!r} was created with another space (hash {existing.space_hash}, "
+            f"this one {space.hash()}); use a new --experiment name or the original space"
+        )
+    if settings.objective != existing.objective or (settings.maximize != existing.maximize):
+        raise BadInputError(
+            f"experiment {name!r} optimizes {existing.direction} {existing.objective}; "
+            f"got {'maximize' if settings.maximize else 'minimize'} {settings.objective}"
+        )
+    if existing.target.get("app") != target.get("app"):
+        raise BadInputError(
+            f"experiment {name!r} tunes app {existing.target.get('app')!r}, not {target.get('app')!r}"
+        )
+    return existing, stored_space
+
+
+class ExperimentRunner:
+    def __init__(
+        self, store: ResultStore, host: Host, app: App, workload: Workload, space: Space,
+        settings: RunSettings, reporter: Reporter, target: dict[str, Any],
+        extra_settings: dict[str, Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.host = host
+        self.app = app
+        self.workload = workload
+        self.space = space
+        self.settings = settings
+        self.reporter = reporter
+        self.target = target
+        self.extra_settings = extra_settings or {}
+        self.run_id: int | None = None
+        self.state: HostState | None = None
+        self._endpoint: Endpoint | None = None
+        self._current_trial: TrialRecord | None = None
+
+    # -- setup ------------------------------------------------------------------------------
+    def _probe(self) -> ProbeReport:
+        if not self.host.applies_kernel_params:
+            report = ProbeReport(available=self.space.names)
+            report.current = {p.name: _default_value(p) for p in self.space.parameters}
+            return report
+        return probe(self.host, self.space, strict=self.settings.strict)
+
+    def run(self) -> RunSummary:
+        existing, space = resolve_experiment(
+            self.store, name=self.settings.experiment, space=self.space, target=self.target,
+            settings=self.settings, extra_settings=self.extra_settings,
+        )
+        self.space = space
+        summary = RunSummary(self.settings.experiment, 0, 0, None, None)
+        status = "failed"
+        experiment: ExperimentRecord | None = None
+        try:
+            self.host.start()
+            report = self._probe()
+            summary.skipped = report.skipped
+            if report.skipped:
+                self.reporter.skipped(report.skipped)
+            # Start the application before anything is stored: a missing binary or a server that
+            # does not come up is bad input, and bad input leaves the database unchanged.
+            self._endpoint = self.app.start(self.host)
+            self.workload.prepare(self.host, self._endpoint)
+            experiment = existing or self.store.create_experiment(
+                name=self.settings.experiment, space=_space_doc(space), space_hash=space.hash(),
+                target=self.target, objective=self.settings.objective,
+                direction="maximize" if self.settings.maximize else "minimize",
+                seed=self.settings.seed if self.settings.seed is not None else random.randrange(2**31),
+                settings={"repetitions": self.settings.repetitions, **self.extra_settings},
+            )
+            me = ProcessIdentity.current()
+            self.run_id = self.store.start_run(
+                experiment_id=experiment.id, command="run", host_key=self.host.key, pid=me.pid,
+                pid_start_ticks=me.start_ticks, machine=me.machine, boot_id=me.boot_id,
+                host_facts=self.host.facts().as_dict() if self.host.applies_kernel_params else {},
+                skipped=report.skipped,
+            )
+            if self.host.applies_kernel_params:
+                self.state = HostState(self.host, space, self.store, self.run_id, report)
+                self.state.journal()
+            before = self.store.trials(experiment.id)
+            self.reporter.run_started(experiment, self.settings.trials, len(before))
+            summary.stop_reason = self._loop(experiment, space.subset(report.available), report, summary)
+            status = "finished"
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        finally:
+            self._abort_current()
+            self._cleanup(summary)
+            if self.run_id is not None:
+                self.store.end_run(self.run_id, status)
+            if experiment is not None:
+                trials = self.store.trials(experiment.id)
+                summary.total_trials = len(trials)
+                summary.best = best_trial(trials, experiment.maximize)
+                summary.baseline = next(
+                    (t for t in trials if t.source == "baseline" and t.status == "succeeded"), None)
+                self.reporter.run_finished(summary)
+        return summary
+
+    def _loop(self, experiment: ExperimentRecord, space: Space, report: ProbeReport, summary: RunSummary) -> str:
+        for _ in range(self.settings.trials):
+            trials = self.store.trials(experiment.id)
+            if self.settings.should_stop:
+                reason = self.settings.should_stop(trials)
+                if reason:
+                    return reason
+            params, source, proposal = self._next_params(experiment, space, report, trials)
+            self._run_trial(experiment, params, source, proposal)
+            summary.trials_run += 1
+        return "trials done"
+
+    def _next_params(
+        self, experiment: ExperimentRecord, space: Space, report: ProbeReport, trials: list[TrialRecord],
+    ) -> tuple[dict[str, Value], str, Proposal | None]:
+        if not any(t.source == "baseline" and t.status == "succeeded" for t in trials) and not any(
+            t.source == "baseline" and t.status in ("running", "failed") and t.run_id == self.run_id for t in trials
+        ):
+            # Trial 1 (and again after a baseline was aborted) measures the host as it is.
+            return {name: report.current[name] for name in space.names}, "baseline", None
+        observations = [
+            Observation(t.params, t.status, t.objective)
+            for t in trials if t.status in ("succeeded", "failed", "infeasible")
+        ]
+        proposal = propose(space, observations, seed=experiment.seed, maximize=experiment.maximize,
+                           engine=self.settings.engine)
+        return proposal.params, "optimizer", proposal
+
+    def _run_trial(
+        self, experiment: ExperimentRecord, params: dict[str, Value], source: str, proposal: Proposal | None,
+    ) -> TrialRecord:
+        trial = self.store.start_trial(
+            experiment_id=experiment.id, run_id=self.run_id, params=params, source=source,
+            proposal=_proposal_doc(proposal),
+        )
+        self._current_trial = trial
+        self.reporter.trial_started(trial.number, params, source)
+        rebooted = False
+        try:
+            if self.state is not None:
+                outcome = self.state.apply(params)
+                rebooted = outcome.rebooted
+                if outcome.restart_for or not self.app.is_healthy():
+                    self._endpoint = self.app.restart(self.host)
+                    self.workload.prepare(self.host, self._endpoint)
+            assert self._endpoint is not None
+            if self.settings.warmup:
+                self.workload.warmup(self.host, self._endpoint)
+            reps = measure_repetitions(self.host, self.app, self._endpoint, self.workload, params,
+                                       self.settings.repetitions)
+            result = aggregate(reps, experiment.objective)
+        except (HostError, AppError, WorkloadError) as exc:
+            context = self.app.failure_context() if isinstance(exc, AppError) else getattr(exc, "console_tail", "")
+            error = str(exc) + (f"\n{context}" if context else "")
+            self.store.finish_trial(trial.id, status="failed", error=error, rebooted=rebooted)
+            self._recover_app()
+        else:
+            self.store.finish_trial(
+                trial.id, status="succeeded", objective=result.objective, objective_sd=result.objective_sd,
+                metrics=result.metrics, repetitions=reps, rebooted=rebooted,
+            )
+        self._current_trial = None
+        trials = self.store.trials(experiment.id)
+        finished = next(t for t in trials if t.id == trial.id)
+        self.reporter.trial_finished(finished, best_trial(trials, experiment.maximize))
+        return finished
+
+    def _recover_app(self) -> None:
+        """After a failed trial, make sure the next one starts from a serving application."""
+        try:
+            if not self.app.is_healthy():
+                self._endpoint = self.app.restart(self.host)
+                self.workload.prepare(self.host, self._endpoint)
+        except OstuneError as exc:
+            self.reporter.message(f"application could not be restarted: {exc}")
+            raise
+
+    def _abort_current(self) -> None:
+        if self._current_trial is not None:
+            self.store.finish_trial(self._current_trial.id, status="aborted", error="interrupted")
+            self._current_trial = None
+
+    def _cleanup(self, summary: RunSummary) -> None:
+        try:
+            self.app.stop()
+        except OstuneError as exc:
+            self.reporter.message(f"stopping {self.app.name} failed: {exc}")
+        if self.state is not None:
+            summary.restore_failures = self.state.restore(summary.restored.append)
+        try:
+            self.host.close()
+        except OstuneError as exc:
+            self.reporter.message(f"closing host failed: {exc}")
+
+
+def _default_value(param: Any) -> Value:
+    from tuner.optimizer import _fallback
+
+    if param.default is not None:
+        return param.default
+    if param.type in ("int", "float") and param.low is not None:
+        mid = (param.low + param.high) / 2
+        return int(mid) if param.type == "int" else mid
+    return _fallback(param)
+
+
+def _space_doc(space: Space) -> dict[str, Any]:
+    doc: dict[str, Any] = {"name": space.name, "parameters": space.canonical()["parameters"]}
+    if space.relations:
+        doc["relations"] = [str(r) for r in space.relations]
+    if space.description:
+        doc["description"] = space.description
+    return doc
+
+
+def _proposal_doc(proposal: Proposal | None) -> dict[str, Any]:
+    if proposal is None:
+        return {}
+    return {"engine": proposal.engine, "observations": proposal.observations,
+            "propose_ms": round(proposal.propose_ms, 2), **proposal.notes}

@@ -1,0 +1,79 @@
+"""Build hosts, applications and workloads from command-line choices (imports stay lazy so that
+`ostune show` does not load fabric or QEMU code)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from targets.apps.base import App
+from targets.hosts.base import Host
+from targets.workloads.base import Workload
+from tuner.errors import BadInputError
+
+APPS = ("redis", "command", "mariadb", "mysql")
+
+
+@dataclass
+class TargetOptions:
+    app: str = "redis"
+    command: str | None = None
+    host: str = "local"
+    #: workload settings (clients, requests, ...) by name; unknown names are errors
+    workload: dict[str, Any] = field(default_factory=dict)
+    #: application settings (binary, config overrides, dsn, ...)
+    app_settings: dict[str, Any] = field(default_factory=dict)
+    #: QEMU / SSH host settings
+    host_settings: dict[str, Any] = field(default_factory=dict)
+
+
+def make_host(options: TargetOptions) -> Host:
+    spec = options.host
+    if spec == "local":
+        from targets.hosts.local import LocalHost
+
+        return LocalHost()
+    if spec == "none":
+        from targets.hosts.none import NoneHost
+
+        return NoneHost()
+    if spec == "qemu":
+        from targets.vm.factory import make_qemu_host
+
+        return make_qemu_host(**options.host_settings)
+    if spec.startswith("ssh://"):
+        from targets.hosts.ssh import SshHost
+
+        return SshHost(spec, **options.host_settings)
+    raise BadInputError(f"--host {spec!r} is not one of: local, none, qemu, ssh://user@host[:port]")
+
+
+def make_app_and_workload(options: TargetOptions) -> tuple[App, Workload]:
+    app = options.app
+    if app == "command":
+        from targets.apps.none import NoApp
+        from targets.workloads.command import CommandWorkload
+
+        if not options.command:
+            raise BadInputError("--app command needs --command 'CMD' (its last stdout line: JSON metrics)")
+        return NoApp(), CommandWorkload(options.command, **options.workload)
+    if options.command:
+        raise BadInputError(f"--command is only used with --app command, not --app {app}")
+    if app == "redis":
+        from targets.apps.redis import RedisApp
+        from targets.workloads.redis_benchmark import RedisBenchmarkWorkload
+
+        return RedisApp(**options.app_settings), _construct(RedisBenchmarkWorkload, options.workload)
+    if app in ("mariadb", "mysql"):
+        from targets.apps.mariadb import make_mysql_app
+        from targets.workloads.sysbench import SysbenchWorkload
+
+        return make_mysql_app(**options.app_settings), _construct(SysbenchWorkload, options.workload)
+    raise BadInputError(f"--app {app!r} is not one of: {', '.join(APPS)}")
+
+
+def _construct(cls: type, settings: dict[str, Any]) -> Any:
+    try:
+        return cls(**settings)
+    except TypeError as exc:
+        raise BadInputError(f"workload setting not understood by {cls.__name__}: {exc}") from None

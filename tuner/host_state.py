@@ -1,0 +1,167 @@
+"""The kernel state of a host during an experiment: which parameters exist there, their original
+values (journalled before any write), applying a configuration, and putting everything back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+from spaces.model import Space, Value, boot_tokens, values_equal
+from storage.store import JournalRecord, ResultStore
+from targets.hosts.base import Host
+from targets.knobs import BootKnobs, family_for, parse_knob_text
+from tuner.errors import ApplyError, HostError, KnobUnavailableError
+
+
+@dataclass
+class ProbeReport:
+    available: list[str] = field(default_factory=list)
+    #: parameter name -> why it is skipped on this host
+    skipped: dict[str, str] = field(default_factory=dict)
+    #: parameter name -> the raw text the kernel reports now (runtime parameters)
+    originals: dict[str, str] = field(default_factory=dict)
+    #: parameter name -> value now (runtime: coerced original; boot: from /proc/cmdline)
+    current: dict[str, Value] = field(default_factory=dict)
+
+
+@dataclass
+class ApplyOutcome:
+    rebooted: bool = False
+    #: parameters whose change requires restarting the application
+    restart_for: list[str] = field(default_factory=list)
+
+
+def probe(host: Host, space: Space, *, strict: bool = False) -> ProbeReport:
+    """Read every parameter once. Missing non-optional parameters are errors (likely typos);
+    optional ones, and ones the kernel forbids (lockdown, EPERM), are skipped with the reason.
+    With strict=True anything unavailable is an error."""
+    report = ProbeReport()
+    boot_knobs = BootKnobs()
+    for param in space.parameters:
+        if param.kind == "boot":
+            if not host.supports_boot:
+                reason = f"boot parameters need a host that can reboot (--host qemu or ssh://…), not {host.key}"
+                if strict:
+                    raise KnobUnavailableError(f"{param.name}: {reason}")
+                report.skipped[param.name] = reason
+                continue
+            report.available.append(param.name)
+            report.current[param.name] = boot_knobs.read(host, param)  # type: ignore[assignment]
+            continue
+        availability = family_for(param).probe(host, param)
+        if availability.available:
+            assert availability.current is not None
+            report.available.append(param.name)
+            report.originals[param.name] = availability.current
+            report.current[param.name] = param.coerce(availability.current)
+            continue
+        missing = "does not exist" in availability.reason
+        if strict or (missing and not param.optional):
+            hint = "" if strict else " (mark it `optional: true` in the space to skip it where missing)"
+            raise KnobUnavailableError(f"{param.name} ({param.kind}): {availability.reason}{hint}")
+        report.skipped[param.name] = availability.reason
+    if not report.available:
+        raise KnobUnavailableError(
+            f"none of the space's {len(space)} parameters can be tuned on {host.key}: "
+            + "; ".join(f"{k}: {v}" for k, v in list(report.skipped.items())[:3])
+        )
+    return report
+
+
+class HostState:
+    """Applies configurations to one host and restores it, journalling originals first."""
+
+    def __init__(self, host: Host, space: Space, store: ResultStore, run_id: int, report: ProbeReport) -> None:
+        self.host = host
+        self.space = space.subset(report.available)
+        self.store = store
+        self.run_id = run_id
+        self.report = report
+        self._applied: dict[str, Value] = {}
+        self._journalled = False
+
+    def journal(self) -> None:
+        """Record the originals in the database before anything is written."""
+        entries = []
+        for param in self.space.parameters:
+            if param.kind == "boot":
+                continue
+            family = family_for(param)
+            entries.append((param.name, param.kind, family.path(param), self.report.originals[param.name]))
+        self.store.journal_originals(self.run_id, self.host.key, entries)
+        self._journalled = True
+
+    def baseline(self) -> dict[str, Value]:
+        """The host's current values for every available parameter."""
+        return {name: self.report.current[name] for name in self.space.names}
+
+    def apply(self, values: Mapping[str, Value]) -> ApplyOutcome:
+        if not self._journalled:
+            raise RuntimeError("HostState.apply before journal(): originals would be lost")
+        outcome = ApplyOutcome()
+        tokens = boot_tokens(self.space, {k: v for k, v in values.items() if k in self.space})
+        tokens = [t for t in tokens if not self._is_default_token(t)]
+        if any(p.kind == "boot" for p in self.space.parameters):
+            outcome.rebooted = self.host.ensure_boot(tokens)
+            if outcome.rebooted:
+                # A reboot resets runtime knobs to their boot-time values: re-apply all of them.
+                self._applied = {k: v for k, v in self._applied.items() if self.space[k].kind == "boot"}
+        for param in self.space.parameters:
+            if param.name not in values:
+                continue
+            value = values[param.name]
+            if param.kind == "boot":
+                self._applied[param.name] = value
+                continue
+            previous = self._applied.get(param.name, self.report.current.get(param.name))
+            family_for(param).apply(self.host, param, value)
+            changed = previous is None or not values_equal(param, value, previous)
+            if param.restart and changed:
+                outcome.restart_for.append(param.name)
+            self._applied[param.name] = value
+        if outcome.rebooted:
+            outcome.restart_for.append("(reboot)")
+        return outcome
+
+    def _is_default_token(self, token: str) -> bool:
+        # A boot parameter at its default is left off the command line (the kernel's own default).
+        name, _, value = token.partition("=")
+        param = self.space[name]
+        return param.default is not None and value != "" and values_equal(param, param.default, value)
+
+    def restore(self, log: Callable[[str], None] | None = None) -> list[str]:
+        """Put back every journalled original of this run. Returns failure messages."""
+        failures = restore_entries(self.host, self.store, self.store.pending_journal([self.run_id]), log)
+        restore_boot = getattr(self.host, "restore_boot", None)
+        if any(p.kind == "boot" for p in self.space.parameters) and callable(restore_boot):
+            try:
+                restore_boot()
+            except HostError as exc:
+                failures.append(f"boot parameters: {exc}")
+        self._applied.clear()
+        return failures
+
+
+def restore_entries(
+    host: Host, store: ResultStore, entries: list[JournalRecord], log: Callable[[str], None] | None = None,
+) -> list[str]:
+    """Write originals back (newest first), read back, and mark each entry restored."""
+    failures = []
+    for entry in reversed(entries):
+        try:
+            host.write_text(entry.path, entry.original)
+            actual = parse_knob_text(host.read_text(entry.path))
+            if " ".join(actual.split()) != " ".join(entry.original.split()):
+                raise ApplyError(f"wrote {entry.original!r} back but the kernel reports {actual!r}")
+        except (HostError, OSError) as exc:
+            message = f"{entry.name}: could not restore {entry.original!r}: {exc}"
+            store.mark_restored(entry.id, error=message)
+            failures.append(message)
+            continue
+        store.mark_restored(entry.id)
+        if log:
+            log(f"restored {entry.name} = {entry.original}")
+    return failures
+
+
+

@@ -1,0 +1,51 @@
+"""Who owns a run: enough identity to tell, after a kill -9, that the owner is gone for good."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def process_start_ticks(pid: int) -> int | None:
+    stat = _read(f"/proc/{pid}/stat")
+    if not stat:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22: starttime
+
+
+def boot_id() -> str:
+    return _read("/proc/sys/kernel/random/boot_id").strip()
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    pid: int
+    start_ticks: int | None
+    machine: str
+    boot_id: str
+
+    @classmethod
+    def current(cls) -> "ProcessIdentity":
+        pid = os.getpid()
+        return cls(pid, process_start_ticks(pid), socket.gethostname(), boot_id())
+
+
+def owner_is_alive(pid: int, start_ticks: int | None, machine: str, owner_boot_id: str) -> bool | None:
+    """True/False for owners on this machine; None when it cannot be told (another machine)."""
+    if machine != socket.gethostname():
+        return None
+    if owner_boot_id and owner_boot_id != boot_id():
+        return False
+    ticks = process_start_ticks(pid)
+    if ticks is None:
+        return False
+    return start_ticks is None or ticks == start_ticks

@@ -1,0 +1,131 @@
+"""What a run shows while it works: a rich progress bar on a terminal, timestamped log lines
+otherwise (nightly jobs, pipes), nothing but errors with --quiet."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Mapping
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from spaces.model import Value
+from storage.store import ExperimentRecord, TrialRecord
+from tuner.experiment import RunSummary
+
+
+def format_value(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def format_params(params: Mapping[str, Value], limit: int = 6) -> str:
+    items = [f"{k}={format_value(v)}" for k, v in params.items()]
+    more = f" …+{len(items) - limit}" if len(items) > limit else ""
+    return " ".join(items[:limit]) + more
+
+
+class ConsoleReporter:
+    """Progress for people. `interactive` picks the live bar; otherwise plain timestamped lines
+    with no terminal control codes."""
+
+    def __init__(self, console: Console, *, interactive: bool, quiet: bool = False) -> None:
+        self.console = console
+        self.interactive = interactive and not quiet
+        self.quiet = quiet
+        self._progress: Progress | None = None
+        self._task = None
+        self._objective = "objective"
+
+    def _log(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self.interactive:
+            self.console.print(text)
+        else:
+            stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+            self.console.print(f"{stamp} {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def message(self, text: str) -> None:
+        self._log(text)
+
+    def skipped(self, skipped: Mapping[str, str]) -> None:
+        for name, reason in skipped.items():
+            self._log(f"skipping {name}: {reason}")
+
+    def run_started(self, experiment: ExperimentRecord, trials: int, done_before: int) -> None:
+        self._objective = experiment.objective
+        resumed = f", resuming after {done_before} trials" if done_before else ""
+        self._log(f"experiment {experiment.name}: {trials} trials of {experiment.direction} "
+                  f"{experiment.objective} (seed {experiment.seed}{resumed})")
+        if self.interactive:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                TextColumn("{task.fields[best]}"), console=self.console, transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(experiment.name, total=trials, best="")
+
+    def trial_started(self, number: int, params: Mapping[str, Value], source: str) -> None:
+        self._log(f"trial {number} ({source}): {format_params(params)}")
+
+    def trial_finished(self, trial: TrialRecord, best: TrialRecord | None) -> None:
+        if trial.status == "succeeded":
+            sd = f" ± {trial.objective_sd:.3g}" if trial.objective_sd is not None else ""
+            text = f"trial {trial.number} {trial.status}: {self._objective} = {trial.objective:.4g}{sd}"
+        else:
+            text = f"trial {trial.number} {trial.status}: {(trial.error or '').splitlines()[0][:160]}"
+        if best is not None and best.objective is not None:
+            text += f"  (best {best.objective:.4g} at trial {best.number})"
+        self._log(text)
+        if self._progress is not None and self._task is not None:
+            best_text = f"best {self._objective} {best.objective:.4g}" if best and best.objective is not None else ""
+            self._progress.update(self._task, advance=1, best=best_text)
+
+    def run_finished(self, summary: RunSummary) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+        for line in summary.restored:
+            self._log(line)
+        for line in summary.restore_failures:
+            self.console.print(f"[red]restore failed:[/red] {line}")
+        if self.quiet:
+            return
+        if summary.best is not None and summary.best.objective is not None:
+            change = summary.improvement
+            vs = f" ({change:+.1%} vs baseline)" if change is not None else ""
+            self._log(f"best {self._objective} = {summary.best.objective:.4g} at trial {summary.best.number}{vs}; "
+                      f"{summary.trials_run} trials this run, {summary.total_trials} in total")
+        if summary.stop_reason and summary.stop_reason != "trials done":
+            self._log(f"stopped: {summary.stop_reason}")
+
+
+def trials_table(trials: list[TrialRecord], objective: str, best_number: int | None, param_names: list[str]) -> Table:
+    table = Table(title=None, show_lines=False)
+    table.add_column("#", justify="right")
+    table.add_column("status", no_wrap=True)
+    table.add_column("source", no_wrap=True)
+    table.add_column(objective, justify="right")
+    table.add_column("±sd", justify="right")
+    for metric in ("p50_ms", "p999_ms", "ops_per_s"):
+        if metric != objective:
+            table.add_column(metric, justify="right")
+    for name in param_names:
+        table.add_column(name, overflow="fold")
+    for t in trials:
+        style = "bold green" if t.number == best_number else ("red" if t.status == "failed" else None)
+        cells = [
+            str(t.number), t.status, t.source,
+            format_value(t.objective) if t.objective is not None else "-",
+            format_value(t.objective_sd) if t.objective_sd is not None else "-",
+        ]
+        for metric in ("p50_ms", "p999_ms", "ops_per_s"):
+            if metric != objective:
+                cells.append(format_value(t.metrics[metric]) if metric in t.metrics else "-")
+        cells += [format_value(t.params.get(n, "")) for n in param_names]
+        table.add_row(*cells, style=style)
+    return table
