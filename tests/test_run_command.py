@@ -1,0 +1,172 @@
+"""`ostune run` end to end with the command workload on the `none` host: storage, views,
+resume, and bad input handling — through the real CLI in a subprocess."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.helpers import QUADRATIC_COMMAND, QUADRATIC_SPACE, dump_db, last_json_line, ostune, query
+
+
+@pytest.fixture
+def space_file(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(QUADRATIC_SPACE)
+    return path
+
+
+def run_quadratic(space_file, db, trials, *extra):
+    return ostune("run", "--app", "command", "--host", "none", "--space", str(space_file),
+                  "--command", QUADRATIC_COMMAND, "--trials", str(trials), "--experiment", "quad",
+                  "--db", f"sqlite:///{db}", "--seed", "7", "--repetitions", "2", *extra)
+
+
+def test_resume_continues_numbering_and_the_model_sees_all_earlier_trials(tmp_path, space_file):
+    db = tmp_path / "r.db"
+    first = run_quadratic(space_file, db, 5)
+    assert first.returncode == 0, first.stderr
+    second = run_quadratic(space_file, db, 5)
+    assert second.returncode == 0, second.stderr
+    rows = query(db, "select trial, status, source from trial_results where experiment='quad' order by trial")
+    assert [r[0] for r in rows] == list(range(1, 11))
+    assert all(r[1] == "succeeded" for r in rows)
+    assert [r[2] for r in rows].count("baseline") == 1
+    # Each proposal was made by a model rebuilt from every finished trial before it,
+    # including the ones stored by the first process.
+    told = query(db, "select number, json_extract(proposal_json, '$.observations') from trials "
+                     "where source='optimizer' order by number")
+    assert told == [(n, n - 1) for n in range(2, 11)]
+    assert query(db, "select count(*) from experiments") == [(1,)]
+
+
+def test_views_give_one_row_per_trial_with_metrics_and_long_forms(tmp_path, space_file):
+    db = tmp_path / "v.db"
+    assert run_quadratic(space_file, db, 3).returncode == 0
+    rows = query(db, "select experiment, trial, status, objective, p99_ms, ops_per_s, p50_ms from trial_results")
+    assert len(rows) == 3
+    for experiment, _trial, status, objective, p99, ops, p50 in rows:
+        assert (experiment, status) == ("quad", "succeeded")
+        assert objective == p99 and ops == 1000.0 and p50 is None
+    # baseline is the space defaults on the `none` host: 1 + 4 + 1 + 1
+    assert rows[0][3] == pytest.approx(7.0)
+    long_metrics = query(db, "select metric, value from trial_metrics where trial=1 and metric='p99_ms'")
+    assert long_metrics == [("p99_ms", pytest.approx(7.0))]
+    params = dict(query(db, "select param, value from trial_params where trial=1"))
+    assert params == {"x.a": 5.0, "x.b": 1.0, "x.c": "p"}
+    reps = query(db, "select repetition, value from trial_repetitions where trial=1 and metric='p99_ms'")
+    assert [r[0] for r in reps] == [1, 2]
+    assert query(db, "pragma journal_mode") == [("wal",)]
+
+
+def test_best_json_reports_the_lowest_trial_with_typed_params(tmp_path, space_file):
+    db = tmp_path / "b.db"
+    assert run_quadratic(space_file, db, 6).returncode == 0
+    result = ostune("best", "quad", "--db", f"sqlite:///{db}", "--json")
+    assert result.returncode == 0, result.stderr
+    best = json.loads(result.stdout)
+    lowest = query(db, "select trial, objective from trial_results order by objective limit 1")[0]
+    assert (best["trial"], best["objective"]) == lowest
+    assert isinstance(best["params"]["x.a"], int) and best["verified"] is False
+    text = ostune("best", "quad", "--db", f"sqlite:///{db}")
+    assert f"x.a = {best['params']['x.a']}" in text.stdout
+
+
+def test_json_summary_matches_the_database(tmp_path, space_file):
+    db = tmp_path / "j.db"
+    result = run_quadratic(space_file, db, 3, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = last_json_line(result.stdout)
+    best = query(db, "select trial, objective from trial_results order by objective limit 1")[0]
+    assert (summary["best"]["trial"], summary["best"]["objective"]) == best
+    assert summary["trials_run"] == 3 == summary["total_trials"]
+
+
+def test_failed_trials_are_stored_with_their_error_and_the_run_goes_on(tmp_path):
+    space = tmp_path / "s.yaml"
+    space.write_text("parameters:\n  x.a: {kind: sysctl, type: int, range: [0, 10], default: 5}\n")
+    command = ("python3 -c \"import json,os,sys;p=json.load(open(os.environ['OSTUNE_PARAMS_FILE']));"
+               "sys.exit(3) if p['x.a'] > 6 else print(json.dumps({'p99_ms': 1 + p['x.a']}))\"")
+    db = tmp_path / "f.db"
+    result = ostune("run", "--app", "command", "--host", "none", "--space", str(space), "--command", command,
+                    "--trials", "8", "--experiment", "f", "--db", f"sqlite:///{db}", "--seed", "3",
+                    "--repetitions", "1")
+    assert result.returncode == 0, result.stderr
+    rows = query(db, "select status, error from trial_results")
+    failed = [r for r in rows if r[0] == "failed"]
+    assert failed and all("command exited 3" in r[1] for r in failed)
+    assert len(rows) == 8
+
+
+BAD_SPACE = "parameters:\n  vm.x: {kind: sysctl, type: int, range: [10, 1]}\n"
+
+
+@pytest.mark.parametrize("case", ["malformed", "range", "unknown_sysctl", "reuse_other_space", "db_dir",
+                                  "no_command", "bad_host"])
+def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_path, space_file, case):
+    db = tmp_path / "bad.db"
+    assert run_quadratic(space_file, db, 2).returncode == 0
+    before = dump_db(db)
+    other = tmp_path / "other.yaml"
+    db_url = f"sqlite:///{db}"
+    if case == "malformed":
+        other.write_text("parameters:\n  x.a: {kind: sysctl, type: int, range: [0, 10]\n")
+        args = ["--space", str(other), "--experiment", "new"]
+    elif case == "range":
+        other.write_text(BAD_SPACE)
+        args = ["--space", str(other), "--experiment", "new"]
+    elif case == "unknown_sysctl":
+        other.write_text("parameters:\n  vm.no_such_knob_ostune: {kind: sysctl, type: int, range: [0, 10]}\n")
+        args = ["--space", str(other), "--experiment", "new", "--host", "local"]
+    elif case == "reuse_other_space":
+        other.write_text(QUADRATIC_SPACE.replace("[0, 10]", "[0, 9]"))
+        args = ["--space", str(other), "--experiment", "quad"]
+    elif case == "db_dir":
+        args = ["--space", str(space_file), "--experiment", "quad"]
+        db_url = f"sqlite:///{tmp_path}/missing-dir/x.db"
+    elif case == "no_command":
+        result = ostune("run", "--app", "command", "--host", "none", "--space", str(space_file),
+                        "--trials", "1", "--db", db_url)
+        args = None
+    else:
+        args = ["--space", str(space_file), "--experiment", "quad", "--host", "telnet://x"]
+    if args is not None:
+        host = [] if "--host" in args else ["--host", "none"]
+        result = ostune("run", "--app", "command", *host, "--command", QUADRATIC_COMMAND, "--trials", "1",
+                        "--db", db_url, *args)
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error:") and "Traceback" not in result.stderr
+    assert dump_db(db) == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only filesystem needs root")
+def test_unwritable_database_is_a_storage_error(tmp_path, space_file):
+    # Root ignores permission bits, so a read-only filesystem is the honest "unwritable" here.
+    mount = tmp_path / "mnt"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
+    try:
+        db = mount / "x.db"
+        assert run_quadratic(space_file, db, 1).returncode == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(mount)], check=True)
+        before = dump_db(db)
+        result = run_quadratic(space_file, db, 1)
+        assert result.returncode == 3, result.stderr
+        assert "not writable" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert dump_db(db) == before
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_show_and_experiments_list_the_experiment(tmp_path, space_file):
+    db = tmp_path / "s.db"
+    assert run_quadratic(space_file, db, 2).returncode == 0
+    shown = ostune("show", "quad", "--db", f"sqlite:///{db}")
+    assert shown.returncode == 0 and "baseline" in shown.stdout
+    listed = ostune("experiments", "--db", f"sqlite:///{db}")
+    assert "quad" in listed.stdout
+    missing = ostune("show", "nope", "--db", f"sqlite:///{db}")
+    assert missing.returncode == 2 and "no experiment named 'nope' (known: quad)" in missing.stderr

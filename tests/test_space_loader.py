@@ -1,0 +1,74 @@
+import pytest
+
+from spaces.loader import catalog_names, load_space, parse_space
+from spaces.model import boot_tokens
+from tuner.errors import SpaceError
+
+VALID = """
+parameters:
+  vm.swappiness: {kind: sysctl, type: int, range: [0, 100], default: 60}
+  thp: {kind: sysfs, path: /sys/kernel/mm/transparent_hugepage/enabled, type: categorical, choices: [always, madvise, never]}
+  net.core.somaxconn: {kind: sysctl, type: int, range: [128, 65535], log: true}
+  mitigations: {kind: boot, type: categorical, choices: ["auto", "off"], default: auto}
+  nosmt: {kind: boot, type: bool, default: false}
+  base_slice_ns: {kind: debugfs, type: int, range: [100000, 6000000], log: true, optional: true}
+relations:
+  - vm.swappiness < net.core.somaxconn
+"""
+
+
+def test_valid_space_parses_with_types_and_defaults():
+    space = parse_space(VALID, source="s.yaml")
+    assert space.names == ["vm.swappiness", "thp", "net.core.somaxconn", "mitigations", "nosmt", "base_slice_ns"]
+    assert space["net.core.somaxconn"].log
+    assert space["base_slice_ns"].path == "/sys/kernel/debug/sched/base_slice_ns"
+    assert space["vm.swappiness"].default == 60
+    assert [str(r) for r in space.relations] == ["vm.swappiness < net.core.somaxconn"]
+    assert boot_tokens(space, {"mitigations": "off", "nosmt": True}) == ["mitigations=off", "nosmt"]
+    assert boot_tokens(space, {"mitigations": "auto", "nosmt": False}) == ["mitigations=auto"]
+
+
+def test_hash_survives_a_round_trip_through_the_database_form():
+    import yaml
+
+    space = parse_space(VALID, source="s.yaml")
+    again = parse_space(yaml.safe_dump({"parameters": space.canonical()["parameters"],
+                                        "relations": space.canonical()["relations"]}))
+    assert again.hash() == space.hash()
+    changed = parse_space(VALID.replace("[0, 100]", "[0, 90]"))
+    assert changed.hash() != space.hash()
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [10, 1]}", "parameter 'vm.x': range low 10 > high 1"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10], default: 11}", "parameter 'vm.x': default 11 is outside [0, 10]"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10]}\n  vm.x: {kind: sysctl, type: int, range: [0, 5]}", "duplicate key 'vm.x'"),
+    ("parameters:\n  vm.x: {kind: procfs, type: int, range: [0, 10]}", "parameter 'vm.x': unknown kind 'procfs' (valid: sysctl, sysfs, debugfs, boot)"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: long, range: [0, 10]}", "parameter 'vm.x': unknown type 'long' (valid: int, float, categorical, bool)"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10], log: true}", "parameter 'vm.x': log scale needs range low > 0 (got 0)"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: categorical, choices: [a]}", "at least two values"),
+    ("parameters:\n  t: {kind: sysfs, type: int, range: [0, 1], path: /etc/passwd}", "kind sysfs needs 'path' under /sys/"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10], colour: red}", "unknown key 'colour'"),
+    ("parameters: [1, 2]", "expected a top-level 'parameters:' mapping"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10]\n", "not valid YAML"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10]}\nrelations: [vm.x < vm.y]", "names unknown parameter 'vm.y'"),
+])
+def test_each_rule_gives_one_line_naming_file_parameter_and_rule(text, fragment):
+    with pytest.raises(SpaceError) as info:
+        parse_space(text, source="bad.yaml")
+    message = str(info.value)
+    assert message.startswith("bad.yaml: ")
+    assert fragment in message
+    assert "\n" not in message
+
+
+def test_shipped_spaces_load_and_redis_space_has_8_to_14_knobs():
+    assert "redis-latency" in catalog_names()
+    for name in catalog_names():
+        load_space(name)
+    assert 8 <= len(load_space("redis-latency")) <= 14
+
+
+def test_unknown_space_name_lists_shipped_ones():
+    with pytest.raises(SpaceError, match="shipped: .*redis-latency"):
+        load_space("no-such-space")
