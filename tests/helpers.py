@@ -97,6 +97,16 @@ def query(path: Path, sql: str, *params: object) -> list[tuple]:
         conn.close()
 
 
+def try_query(path: Path, sql: str) -> list[tuple]:
+    """query() for polling a database another process may still be creating."""
+    if not path.exists():
+        return []
+    try:
+        return query(path, sql)
+    except sqlite3.OperationalError:
+        return []
+
+
 def wait_for(predicate, timeout_s: float = 60, interval_s: float = 0.1):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

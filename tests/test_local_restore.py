@@ -1,0 +1,124 @@
+"""Real kernel writes on this machine (root): everything ostune changes is journalled first and
+put back on success, SIGTERM, Ctrl-C and — at the next command — after kill -9."""
+
+import os
+import signal
+import sys
+
+import pytest
+
+from spaces.loader import parse_space
+from tests.helpers import ostune, query, snapshot, spawn_ostune, try_query, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="writes real sysctls: needs root")
+
+# Harmless knobs on a test machine; ranges exclude the usual defaults so every optimizer trial
+# really changes the kernel.
+SPACE = """
+parameters:
+  vm.swappiness: {kind: sysctl, type: int, range: [1, 9]}
+  net.core.somaxconn: {kind: sysctl, type: int, range: [300, 900]}
+  vm.stat_interval: {kind: sysctl, type: int, range: [2, 5]}
+  kernel.no_such_thing_ostune: {kind: sysctl, type: int, range: [0, 1], optional: true}
+"""
+
+
+
+def command(delay: float) -> str:
+    return f"sleep {delay}; echo '{{\"p99_ms\": 1.0}}'"
+
+
+@pytest.fixture
+def space_file(tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(SPACE)
+    return path
+
+
+@pytest.fixture
+def original(space_file):
+    space = parse_space(space_file.read_text())
+    before = snapshot(space)
+    yield space, before
+    # Belt and braces: never leave this machine changed even if a test fails.
+    from targets.hosts.local import LocalHost
+    for name, text in before.items():
+        LocalHost().write_text("/proc/sys/" + name.replace(".", "/"), text)
+
+
+def run_args(space_file, db, trials, delay=0.0, *extra):
+    return ("run", "--app", "command", "--host", "local", "--space", str(space_file), "--command",
+            command(delay), "--trials", str(trials), "--experiment", "local", "--db", f"sqlite:///{db}",
+            "--seed", "1", "--repetitions", "1", "--no-warmup", *extra)
+
+
+def test_values_change_during_trials_and_are_restored_after(tmp_path, space_file, original):
+    space, before = original
+    db = tmp_path / "ok.db"
+    result = ostune(*run_args(space_file, db, 4))
+    assert result.returncode == 0, result.stderr
+    assert "skipping kernel.no_such_thing_ostune" in result.stdout
+    assert snapshot(space) == before
+    # the optimizer's trials really applied values different from the originals
+    applied = query(db, "select param, value from trial_params where trial > 1 and param='vm.swappiness'")
+    assert applied and all(1 <= v <= 9 for _, v in applied)
+    assert int(before["vm.swappiness"]) not in [v for _, v in applied] or len(applied) > 1
+    journal = query(db, "select name, original, restored_at is not null from restore_journal")
+    assert sorted((n, o) for n, o, _ in journal) == sorted(before.items())
+    assert all(done for *_, done in journal)
+
+
+def test_kernel_rejecting_a_value_fails_the_trial_not_the_run(tmp_path, original):
+    space_file = tmp_path / "s.yaml"
+    # vm.swappiness accepts 0..200; 201..250 are refused with EINVAL by the kernel.
+    space_file.write_text("parameters:\n  vm.swappiness: {kind: sysctl, type: int, range: [150, 250]}\n")
+    db = tmp_path / "rej.db"
+    space, before = original
+    result = ostune(*run_args(space_file, db, 6))
+    assert result.returncode == 0, result.stderr
+    rows = query(db, "select t.status, t.error, p.value from trial_results t join trial_params p "
+                     "on p.trial=t.trial where p.param='vm.swappiness' and t.trial > 1")
+    for status, error, value in rows:
+        if value > 200:
+            assert status == "failed" and "kernel refused" in error
+        else:
+            assert status == "succeeded"
+    assert snapshot(space) == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_and_ctrl_c_restore_and_abort_the_trial(tmp_path, space_file, original, sig):
+    space, before = original
+    db = tmp_path / "sig.db"
+    proc = spawn_ostune(*run_args(space_file, db, 5, 3.0))
+    wait_for(lambda: try_query(db, "select 1 from trials where number=2 and status='running'"))
+    wait_for(lambda: snapshot(space) != before, timeout_s=10)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert snapshot(space) == before
+    assert query(db, "select status from trials where number=2") == [("aborted",)]
+    assert query(db, "select status from runs") == [("interrupted",)]
+
+
+def test_kill_9_is_repaired_by_the_next_command_and_the_run_resumes(tmp_path, space_file, original):
+    space, before = original
+    db = tmp_path / "k9.db"
+    proc = spawn_ostune(*run_args(space_file, db, 5, 3.0))
+    wait_for(lambda: try_query(db, "select 1 from trials where number=2 and status='running'"))
+    wait_for(lambda: snapshot(space) != before, timeout_s=10)
+    proc.kill()
+    proc.wait()
+    changed = snapshot(space)
+    assert changed != before  # the dead process left the kernel changed
+    listed = ostune("experiments", "--db", f"sqlite:///{db}")
+    assert listed.returncode == 0, listed.stderr
+    assert "recovered from an interrupted run: restored vm.swappiness" in listed.stderr
+    assert "marked 1 interrupted trial(s) aborted" in listed.stderr
+    assert snapshot(space) == before
+    assert query(db, "select number, status from trials order by number") == [(1, "succeeded"), (2, "aborted")]
+    resumed = ostune(*run_args(space_file, db, 2))
+    assert resumed.returncode == 0, resumed.stderr
+    assert [n for (n,) in query(db, "select number from trials order by number")] == [1, 2, 3, 4]
+    assert snapshot(space) == before
