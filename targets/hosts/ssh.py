@@ -1,0 +1,616 @@
+"""Hosts reached over SSH: SshHost (a real machine, boot parameters via GRUB) and the shared
+RemoteHost runtime that QemuHost reuses.
+
+Every runtime primitive goes over one persistent fabric Connection (paramiko). Commands are argv
+lists quoted with shlex.join, so values can never inject shell syntax. Host keys are pinned:
+unknown keys are refused unless the caller opts in.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import re
+import shlex
+import socket
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+from urllib.parse import urlsplit
+
+from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
+from tuner.errors import ApplyError, BadInputError, HostError, KnobUnavailableError
+
+#: characters allowed in one kernel command-line token we pass on (QEMU -append, GRUB drop-in)
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:=/+@%~\-\[\]]+$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+GRUB_DROPIN = "/etc/default/grub.d/99-ostune.cfg"
+
+
+def check_boot_tokens(tokens: Sequence[str]) -> tuple[str, ...]:
+    """Validate kernel command-line tokens; they must be safe inside a double-quoted shell string."""
+    out: list[str] = []
+    for token in tokens:
+        if not isinstance(token, str) or not _TOKEN_RE.match(token):
+            raise BadInputError(
+                f"boot token {token!r} is not a plain kernel parameter; valid: one word of "
+                "letters, digits and _.,:=/+@%~-[] such as 'mitigations=off' or "
+                "'sysctl.vm.swappiness=10'"
+            )
+        out.append(token)
+    return tuple(out)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+class SshSession:
+    """One persistent SSH connection with pinned host keys (wraps fabric.Connection)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        user: str,
+        *,
+        key_path: str | None = None,
+        known_hosts_path: str | None = None,
+        host_key_alias: str | None = None,
+        accept_unknown_host_key: bool = False,
+        load_system_host_keys: bool = True,
+        use_ssh_config: bool = True,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.user = user
+        self.key_path = key_path
+        self.known_hosts_path = known_hosts_path
+        self.host_key_alias = host_key_alias
+        self.accept_unknown_host_key = accept_unknown_host_key
+        self.load_system_host_keys = load_system_host_keys and host_key_alias is None
+        self.use_ssh_config = use_ssh_config
+        self.connect_timeout_s = connect_timeout_s
+        self._conn = None  # fabric.Connection
+
+    @property
+    def label(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+    def _new_connection(self, timeout_s: float):
+        import fabric
+        import paramiko
+
+        config = fabric.Config(overrides={"load_ssh_configs": self.use_ssh_config})
+        connect_kwargs: dict[str, object] = {
+            "banner_timeout": timeout_s,
+            "auth_timeout": timeout_s,
+            "look_for_keys": self.key_path is None,
+            "allow_agent": self.key_path is None,
+        }
+        if self.key_path:
+            connect_kwargs["key_filename"] = [self.key_path]
+        conn = fabric.Connection(
+            self.host,
+            user=self.user,
+            port=self.port,
+            config=config,
+            connect_timeout=max(1, int(timeout_s)),
+            connect_kwargs=connect_kwargs,
+        )
+        client = conn.client
+        if self.load_system_host_keys:
+            try:
+                client.load_system_host_keys()
+            except (OSError, paramiko.SSHException):
+                pass
+        host_keys = client.get_host_keys()
+        if self.known_hosts_path:
+            try:
+                # HostKeys.load, not client.load_host_keys: never rewrite the user's file
+                host_keys.load(self.known_hosts_path)
+            except (OSError, paramiko.SSHException) as exc:
+                raise HostError(f"cannot read known_hosts file {self.known_hosts_path}: {exc}") from exc
+        if self.host_key_alias:
+            pinned = host_keys.lookup(self.host_key_alias)
+            if not pinned:
+                raise HostError(
+                    f"no key for {self.host_key_alias!r} in {self.known_hosts_path}; "
+                    "rebuild the guest image (build_image(force=True))"
+                )
+            name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
+            for keytype, key in pinned.items():
+                host_keys.add(name, keytype, key)
+        client.set_missing_host_key_policy(
+            paramiko.AutoAddPolicy() if self.accept_unknown_host_key else paramiko.RejectPolicy()
+        )
+        return conn
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.is_connected
+
+    def open(self, timeout_s: float | None = None) -> None:
+        """Connect (no-op if connected). Raises HostError with the reason on failure."""
+        if self.connected:
+            return
+        import paramiko
+
+        self.close()
+        timeout = timeout_s if timeout_s is not None else self.connect_timeout_s
+        conn = self._new_connection(timeout)
+        try:
+            conn.open()
+        except paramiko.BadHostKeyException as exc:
+            conn.close()
+            raise HostError(
+                f"host key of {self.label} does not match the pinned key (possible "
+                f"man-in-the-middle, or the machine was reinstalled): {exc}"
+            ) from exc
+        except paramiko.SSHException as exc:
+            conn.close()
+            if "not found in known_hosts" in str(exc) or "known_hosts" in str(exc):
+                raise HostError(
+                    f"host key of {self.label} is unknown; add it to known_hosts (ssh-keyscan) "
+                    "or pass accept_unknown_host_key=True"
+                ) from exc
+            raise HostError(f"SSH to {self.label} failed: {exc or type(exc).__name__}") from exc
+        except (OSError, EOFError, socket.timeout) as exc:
+            conn.close()
+            raise HostError(f"cannot connect to {self.label}: {exc or type(exc).__name__}") from exc
+        self._conn = conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+            self._conn = None
+
+    def exec(
+        self, command: str, *, timeout_s: float | None = None, input_text: str | None = None
+    ) -> tuple[int, str, str]:
+        """Run one shell command line; returns (exit_code, stdout, stderr)."""
+        import io
+
+        import paramiko
+        from invoke.exceptions import CommandTimedOut
+
+        self.open()
+        assert self._conn is not None
+        try:
+            result = self._conn.run(
+                command,
+                hide=True,
+                warn=True,
+                pty=False,
+                in_stream=io.StringIO(input_text) if input_text is not None else False,
+                timeout=timeout_s,
+            )
+        except CommandTimedOut as exc:
+            raise HostError(
+                f"command on {self.label} timed out after {timeout_s} s: {command[:160]}"
+            ) from exc
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()
+            raise HostError(f"lost SSH connection to {self.label}: {exc or type(exc).__name__}") from exc
+        code = result.return_code if result.return_code is not None else 255
+        return code, result.stdout, result.stderr
+
+
+class RemoteHost(Host):
+    """Host primitives implemented with shell one-liners over an SshSession.
+
+    Subclasses set ``self._session`` and ``self._sudo`` (prefix ``sudo -n`` when not root).
+    """
+
+    _session: SshSession | None = None
+    _sudo: bool = False
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _require_session(self) -> SshSession:
+        if self._session is None:
+            raise HostError(f"host {self.key} is not started; call start() first")
+        return self._session
+
+    def _command_line(self, argv: Sequence[str], env: dict[str, str] | None = None) -> str:
+        parts = [str(a) for a in argv]
+        if not parts:
+            raise BadInputError("empty command; give a program and its arguments")
+        if env:
+            for name in env:
+                if not _ENV_NAME_RE.match(name):
+                    raise BadInputError(f"bad environment variable name {name!r}")
+            parts = ["env", *[f"{k}={v}" for k, v in env.items()], *parts]
+        if self._sudo:
+            parts = ["sudo", "-n", "--", *parts]
+        return shlex.join(parts)
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout_s: float | None = None,
+        check: bool = True,
+        input_text: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> CommandResult:
+        session = self._require_session()
+        command = self._command_line(argv, env)
+        started = time.monotonic()
+        code, out, err = session.exec(command, timeout_s=timeout_s, input_text=input_text)
+        result = CommandResult(
+            argv=tuple(str(a) for a in argv),
+            exit_code=code,
+            stdout=out,
+            stderr=err,
+            duration_s=time.monotonic() - started,
+        )
+        if check and code != 0:
+            raise HostError(
+                f"{shlex.join(result.argv)[:160]} failed on {self.key} (exit {code}): "
+                f"{_last_line(err) or _last_line(out) or 'no output'}"
+            )
+        return result
+
+    def _sh(self, script: str, *args: str, timeout_s: float | None = 60.0) -> CommandResult:
+        return self.run(["sh", "-c", script, "sh", *args], check=False, timeout_s=timeout_s)
+
+    # -- files ----------------------------------------------------------------------------------
+    def read_text(self, path: str) -> str:
+        result = self.run(["cat", "--", path], check=False, timeout_s=60)
+        if not result.ok:
+            raise KnobUnavailableError(
+                f"cannot read {path} on {self.key}: {_last_line(result.stderr) or 'exit ' + str(result.exit_code)}"
+            )
+        return result.stdout
+
+    def write_text(self, path: str, text: str) -> None:
+        # tee reports the kernel's errno ("Invalid argument", "Permission denied") by name
+        result = self._sh('printf %s "$1" | tee -- "$2" > /dev/null', text, path)
+        if not result.ok:
+            reason = _last_line(result.stderr) or f"exit {result.exit_code}"
+            if "No such file or directory" in reason:
+                raise KnobUnavailableError(f"{path} does not exist on {self.key}")
+            raise ApplyError(f"{self.key} refused {text!r} for {path}: {reason}")
+
+    def exists(self, path: str) -> bool:
+        return self.run(["test", "-e", path], check=False, timeout_s=60).ok
+
+    def make_workdir(self, prefix: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_.-]*$", prefix):
+            raise BadInputError(f"bad workdir prefix {prefix!r}; use letters, digits, _ . -")
+        result = self.run(["mktemp", "-d", f"/tmp/ostune-{prefix}-XXXXXX"], timeout_s=60)
+        return result.stdout.strip()
+
+    def remove_tree(self, path: str) -> None:
+        if path.rstrip("/") in ("", "/") or not path.startswith("/"):
+            raise BadInputError(f"refusing to remove {path!r}; give an absolute path below /")
+        self.run(["rm", "-rf", "--", path], timeout_s=300)
+
+    # -- processes ------------------------------------------------------------------------------
+    def spawn(self, argv: Sequence[str], *, log_path: str, cwd: str | None = None) -> SpawnedProcess:
+        script = (
+            'if [ -n "$1" ]; then cd "$1" || exit 97; fi; log=$2; shift 2; '
+            'setsid "$@" > "$log" 2>&1 < /dev/null & echo $!'
+        )
+        result = self._sh(script, cwd or "", log_path, *[str(a) for a in argv])
+        pid_text = result.stdout.strip()
+        if not result.ok or not pid_text.isdigit():
+            raise HostError(
+                f"cannot start {shlex.join(argv)[:120]} on {self.key}: "
+                f"{_last_line(result.stderr) or 'exit ' + str(result.exit_code)}"
+            )
+        return SpawnedProcess(pid=int(pid_text), argv=tuple(argv), log_path=log_path)
+
+    def is_alive(self, proc: SpawnedProcess) -> bool:
+        script = 'kill -0 "$1" 2>/dev/null || exit 1; s=$(sed "s/.*) //" /proc/"$1"/stat | cut -c1); [ "$s" != Z ]'
+        return self._sh(script, str(proc.pid)).ok
+
+    def terminate(self, proc: SpawnedProcess, *, timeout_s: float = 10.0) -> None:
+        script = (
+            'p=$1; n=$2; kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p" 2>/dev/null || exit 0; '
+            'i=0; while kill -0 "$p" 2>/dev/null; do '
+            '  s=$(sed "s/.*) //" /proc/"$p"/stat 2>/dev/null | cut -c1); [ "$s" = Z ] && exit 0; '
+            '  i=$((i+1)); if [ "$i" -gt "$n" ]; then kill -KILL -- "-$p" 2>/dev/null; '
+            '  kill -KILL "$p" 2>/dev/null; exit 0; fi; sleep 0.1; done'
+        )
+        self._sh(script, str(proc.pid), str(max(1, int(timeout_s * 10))), timeout_s=timeout_s + 30)
+
+    # -- facts ----------------------------------------------------------------------------------
+    _FACTS_SCRIPT = (
+        'echo "kernel=$(uname -r)"; echo "hostname=$(uname -n)"; '
+        'echo "cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)"; '
+        'echo "cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2-)"; '
+        'echo "mem=$(grep MemTotal /proc/meminfo | tr -s " " | cut -d" " -f2)"; '
+        'echo "virt=$(systemd-detect-virt 2>/dev/null || true)"; '
+        'echo "cmdline=$(cat /proc/cmdline)"; '
+        'echo "boot_id=$(cat /proc/sys/kernel/random/boot_id)"'
+    )
+
+    def facts(self) -> HostFacts:
+        result = self._sh(self._FACTS_SCRIPT)
+        values: dict[str, str] = {}
+        for line in result.stdout.splitlines():
+            name, _, value = line.partition("=")
+            values[name] = value.strip()
+        return HostFacts(
+            hostname=values.get("hostname", ""),
+            kernel=values.get("kernel", ""),
+            cpu_model=values.get("cpu", ""),
+            cpu_count=int(values.get("cpus") or 0),
+            memory_mb=int(values.get("mem") or 0) // 1024,
+            virtualization=values.get("virt", ""),
+            cmdline=values.get("cmdline", ""),
+            extra=self._extra_facts(),
+        )
+
+    def _extra_facts(self) -> dict[str, str]:
+        return {"host_key": self.key}
+
+    def boot_id(self) -> str:
+        return self.read_text("/proc/sys/kernel/random/boot_id").strip()
+
+    def cmdline_tokens(self) -> list[str]:
+        return self.read_text("/proc/cmdline").split()
+
+    def wait_for_ssh(
+        self,
+        deadline: float,
+        *,
+        abort: Callable[[], str | None] | None = None,
+        attempt_timeout_s: float = 10.0,
+        not_boot_id: str | None = None,
+    ) -> str:
+        """Poll until a real SSH command works (and the boot id differs from not_boot_id).
+
+        Returns the boot id. ``abort`` returning a message stops waiting (raises HostError with it).
+        A bare TCP connect is never taken as readiness: QEMU's user network accepts before the
+        guest's sshd is up.
+        """
+        session = self._require_session()
+        # refused/half-open connections are expected while booting: keep paramiko quiet
+        transport_log = logging.getLogger("paramiko.transport")
+        saved_level = transport_log.level
+        transport_log.setLevel(logging.CRITICAL)
+        try:
+            return self._poll_ssh(session, deadline, abort, attempt_timeout_s, not_boot_id)
+        finally:
+            transport_log.setLevel(saved_level)
+
+    def _poll_ssh(
+        self,
+        session: SshSession,
+        deadline: float,
+        abort: Callable[[], str | None] | None,
+        attempt_timeout_s: float,
+        not_boot_id: str | None,
+    ) -> str:
+        last_error = "no attempt yet"
+        while True:
+            if abort is not None:
+                reason = abort()
+                if reason:
+                    raise HostError(reason)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise HostError(f"{self.key} did not answer SSH in time; last error: {last_error}")
+            try:
+                session.open(timeout_s=max(1.0, min(attempt_timeout_s, remaining)))
+                code, out, err = session.exec(
+                    "cat /proc/sys/kernel/random/boot_id", timeout_s=max(1.0, min(30.0, remaining))
+                )
+                if code == 0 and out.strip() and out.strip() != not_boot_id:
+                    return out.strip()
+                last_error = "same boot id (not rebooted yet)" if code == 0 else _last_line(err)
+                if code == 0:
+                    session.close()
+            except HostError as exc:
+                last_error = str(exc)
+                if "does not match the pinned key" in last_error or "is unknown" in last_error:
+                    raise
+                session.close()
+            time.sleep(1.0)
+
+
+class GrubBoot:
+    """Boot parameters through a GRUB drop-in: write, update-grub, reboot, wait, verify."""
+
+    def __init__(self, host: RemoteHost, *, reboot_timeout_s: float = 600.0) -> None:
+        self.host = host
+        self.reboot_timeout_s = reboot_timeout_s
+        self._original: str | None | bool = False  # False = not recorded yet; None = absent
+        self.applied: tuple[str, ...] | None = None
+
+    def _read_dropin(self) -> str | None:
+        result = self.host.run(["cat", "--", GRUB_DROPIN], check=False, timeout_s=60)
+        return result.stdout if result.ok else None
+
+    def _record_original(self) -> None:
+        if self._original is False:
+            if not self.host.exists("/etc/default/grub"):
+                raise KnobUnavailableError(
+                    f"{self.host.key} has no /etc/default/grub; boot parameters over SSH need a "
+                    "GRUB-booted Debian/Ubuntu-style host (update-grub, /etc/default/grub.d)"
+                )
+            self._original = self._read_dropin()
+
+    @staticmethod
+    def dropin_text(tokens: Sequence[str]) -> str:
+        joined = " ".join(check_boot_tokens(tokens))
+        return (
+            "# Written by ostune: extra kernel parameters for the trial being measured.\n"
+            "# ostune restores the previous state at the end; to undo by hand delete this file\n"
+            "# and run update-grub.\n"
+            f'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT {joined}"\n'
+        )
+
+    def _install(self, content: str | None) -> None:
+        if content is None:
+            self.host.run(["rm", "-f", "--", GRUB_DROPIN], timeout_s=60)
+        else:
+            self.host.run(["mkdir", "-p", "/etc/default/grub.d"], timeout_s=60)
+            self.host.run(["tee", "--", GRUB_DROPIN], input_text=content, timeout_s=60)
+        result = self.host._sh(
+            "if command -v update-grub >/dev/null 2>&1; then update-grub; "
+            "else grub-mkconfig -o /boot/grub/grub.cfg; fi",
+            timeout_s=600,
+        )
+        if not result.ok:
+            raise ApplyError(
+                f"update-grub failed on {self.host.key}: {_last_line(result.stderr) or _last_line(result.stdout)}"
+            )
+
+    def reboot(self) -> str:
+        """Reboot and wait for SSH with a new boot id; returns the new boot id."""
+        old = self.host.boot_id()
+        session = self.host._require_session()
+        try:
+            session.exec(shlex.join((["sudo", "-n"] if self.host._sudo else []) + [
+                "sh", "-c", "(sleep 1; systemctl reboot || reboot) >/dev/null 2>&1 &"]), timeout_s=30)
+        except HostError:
+            pass  # the connection may drop while the command returns
+        session.close()
+        deadline = time.monotonic() + self.reboot_timeout_s
+        try:
+            return self.host.wait_for_ssh(deadline, not_boot_id=old)
+        except HostError as exc:
+            raise HostError(
+                f"{self.host.key} did not come back within {self.reboot_timeout_s:.0f} s after "
+                f"reboot: {exc}"
+            ) from exc
+
+    def apply(self, tokens: Sequence[str]) -> bool:
+        tokens = check_boot_tokens(tokens)
+        if self.applied is not None and tokens == self.applied:
+            return False
+        self._record_original()
+        assert self._original is not False
+        if not tokens:
+            wanted: str | None = self._original  # type: ignore[assignment]
+        else:
+            wanted = self.dropin_text(tokens)
+        current = self._read_dropin()
+        have = self.host.cmdline_tokens()
+        if current == wanted and all(t in have for t in tokens):
+            self.applied = tokens
+            return False
+        self._install(wanted)
+        self.applied = None
+        self.reboot()
+        have = self.host.cmdline_tokens()
+        missing = [t for t in tokens if t not in have]
+        if missing:
+            raise ApplyError(
+                f"{self.host.key} rebooted but /proc/cmdline lacks {' '.join(missing)} "
+                f"(is GRUB's default entry the one that boots? cmdline: {' '.join(have)[:200]})"
+            )
+        self.applied = tokens
+        return True
+
+    def restore(self) -> bool:
+        """Put the drop-in back as it was before the first apply and reboot if it changed."""
+        if self._original is False:
+            return False
+        original = self._original if isinstance(self._original, str) else None
+        if self._read_dropin() == original:
+            self._original = False
+            self.applied = None
+            return False
+        self._install(original)
+        self.reboot()
+        self._original = False
+        self.applied = None
+        return True
+
+
+def parse_ssh_url(url: str) -> tuple[str, str, int]:
+    """'ssh://user@host[:port]' -> (user, host, port). The user defaults to the local user."""
+    hint = "expected ssh://user@host[:port], e.g. ssh://root@192.0.2.10:22"
+    try:
+        parts = urlsplit(url)
+        port = parts.port or 22
+    except ValueError as exc:
+        raise BadInputError(f"bad SSH URL {url!r}: {exc}; {hint}") from exc
+    if parts.scheme != "ssh":
+        raise BadInputError(f"bad SSH URL {url!r}: scheme must be ssh://; {hint}")
+    if not parts.hostname:
+        raise BadInputError(f"bad SSH URL {url!r}: no host; {hint}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or parts.password:
+        raise BadInputError(f"bad SSH URL {url!r}: only user, host and port are allowed; {hint}")
+    user = parts.username or getpass.getuser()
+    return user, parts.hostname, port
+
+
+class SshHost(RemoteHost):
+    """A real machine over SSH. Boot parameters via a GRUB drop-in and a reboot."""
+
+    supports_boot = True
+
+    def __init__(
+        self,
+        url: str,
+        key_path: str | None = None,
+        accept_unknown_host_key: bool = False,
+        known_hosts_path: str | None = None,
+        connect_timeout_s: float = 10,
+        *,
+        host_key_alias: str | None = None,
+        reboot_timeout_s: float = 600.0,
+    ) -> None:
+        user, host, port = parse_ssh_url(url)
+        if key_path is not None and not Path(key_path).expanduser().is_file():
+            raise BadInputError(f"SSH key {key_path} does not exist; give a private key file")
+        self.user = user
+        self.key = f"ssh://{user}@{host}:{port}"
+        self._session = SshSession(
+            host,
+            port,
+            user,
+            key_path=str(Path(key_path).expanduser()) if key_path else None,
+            known_hosts_path=known_hosts_path,
+            host_key_alias=host_key_alias,
+            accept_unknown_host_key=accept_unknown_host_key,
+            connect_timeout_s=connect_timeout_s,
+        )
+        self._sudo = user != "root"
+        self._checked = False
+        self.grub = GrubBoot(self, reboot_timeout_s=reboot_timeout_s)
+
+    def _require_session(self) -> SshSession:
+        session = super()._require_session()
+        if not self._checked:
+            self._checked = True
+            self._check_sudo(session)
+        return session
+
+    def _check_sudo(self, session: SshSession) -> None:
+        if not self._sudo:
+            return
+        code, _out, err = session.exec("sudo -n true", timeout_s=30)
+        if code != 0:
+            self._checked = False
+            raise HostError(
+                f"user {self.user} on {self.key} needs passwordless sudo for kernel settings "
+                f"(sudo -n true: {_last_line(err) or 'exit ' + str(code)}); add a NOPASSWD "
+                "sudoers rule or connect as root"
+            )
+
+    def start(self, boot_tokens: Sequence[str] = ()) -> None:
+        self._require_session().open()
+        if boot_tokens:
+            self.ensure_boot(boot_tokens)
+
+    def ensure_boot(self, boot_tokens: Sequence[str]) -> bool:
+        return self.grub.apply(boot_tokens)
+
+    def restore_boot(self) -> bool:
+        return self.grub.restore()
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()

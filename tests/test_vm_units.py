@@ -1,0 +1,143 @@
+"""Fast checks of the VM/SSH host plumbing that need no guest (not marked vm)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from targets.hosts.qemu import _pdeathsig, _start_time, reap_stale_qemu
+from targets.hosts.ssh import GrubBoot, RemoteHost, SshHost, check_boot_tokens, parse_ssh_url
+from targets.vm.image import recipe_hash
+from tuner.errors import BadInputError
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("ssh://root@example.org", ("root", "example.org", 22)),
+        ("ssh://bob@10.0.0.5:2222", ("bob", "10.0.0.5", 2222)),
+        ("ssh://root@[::1]:2200", ("root", "::1", 2200)),
+    ],
+)
+def test_parse_ssh_url(url: str, expected: tuple[str, str, int]) -> None:
+    assert parse_ssh_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://root@h", "ssh://", "ssh://root@h:99999", "ssh://root@h:port", "ssh://root@h/path",
+     "ssh://root:pw@h", "root@h"],
+)
+def test_bad_ssh_url_is_bad_input(url: str) -> None:
+    with pytest.raises(BadInputError, match="ssh://user@host"):
+        SshHost(url)
+
+
+def test_missing_key_file_is_bad_input(tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="does not exist"):
+        SshHost("ssh://root@h", key_path=str(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize("token", ["a b", 'x="y"', "$(reboot)", "a;b", "`x`", "", "a\nb", "x'y"])
+def test_unsafe_boot_tokens_rejected(token: str) -> None:
+    with pytest.raises(BadInputError, match="boot token"):
+        check_boot_tokens([token])
+
+
+def test_grub_dropin_is_one_quoted_assignment() -> None:
+    text = GrubBoot.dropin_text(["mitigations=off", "sysctl.vm.swappiness=10"])
+    lines = [ln for ln in text.splitlines() if not ln.startswith("#")]
+    assert lines == ['GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT mitigations=off sysctl.vm.swappiness=10"']
+    # the drop-in is sourced by grub-mkconfig: check it with a real shell
+    out = subprocess.run(
+        ["sh", "-c", 'GRUB_CMDLINE_LINUX_DEFAULT=quiet; . "$1"; printf %s "$GRUB_CMDLINE_LINUX_DEFAULT"', "sh", "/dev/stdin"],
+        input=text, capture_output=True, text=True, check=True,
+    ).stdout
+    assert out == "quiet mitigations=off sysctl.vm.swappiness=10"
+
+
+def test_command_lines_are_quoted_and_sudo_prefixed() -> None:
+    class Fake(RemoteHost):
+        key = "fake"
+
+    host = Fake.__new__(Fake)
+    host._sudo = False
+    assert host._command_line(["echo", "$(id)", "a b;c"]) == "echo '$(id)' 'a b;c'"
+    host._sudo = True
+    assert host._command_line(["cat", "/x"], env={"A": "1 2"}) == "sudo -n -- env 'A=1 2' cat /x"
+    with pytest.raises(BadInputError):
+        host._command_line(["true"], env={"A;rm": "x"})
+
+
+def test_recipe_hash_depends_on_bootloader() -> None:
+    assert recipe_hash("direct") != recipe_hash("grub")
+    assert recipe_hash("direct") == recipe_hash("direct")
+
+
+def _sleeper() -> subprocess.Popen:
+    return subprocess.Popen(["sleep", "300"], start_new_session=True)
+
+
+def _write_record(run_dir: Path, name: str, owner: int, owner_start: int | None,
+                  qemu: int, qemu_start: int | None) -> Path:
+    path = run_dir / f"qemu-{name}.json"
+    path.write_text(json.dumps({"ostune_pid": owner, "ostune_start": owner_start,
+                                "qemu_pid": qemu, "qemu_start": qemu_start}))
+    return path
+
+
+def test_reap_stale_qemu_kills_only_orphans_with_matching_start_time(tmp_path: Path) -> None:
+    dead_owner = subprocess.Popen(["true"])
+    dead_owner.wait()
+    orphan, owned, reused = _sleeper(), _sleeper(), _sleeper()
+    try:
+        _write_record(tmp_path, "orphan", dead_owner.pid, 1, orphan.pid, _start_time(orphan.pid))
+        _write_record(tmp_path, "owned", os.getpid(), _start_time(os.getpid()), owned.pid, _start_time(owned.pid))
+        # pid recorded with a different start time: the pid was reused by an unrelated process
+        stale = _write_record(tmp_path, "reused", dead_owner.pid, 1, reused.pid, 12345)
+        killed = reap_stale_qemu(tmp_path)
+        assert killed == [orphan.pid]
+        assert orphan.wait(timeout=5) == -signal.SIGKILL
+        assert owned.poll() is None and reused.poll() is None
+        assert not stale.exists() and (tmp_path / "qemu-owned.json").exists()
+    finally:
+        for proc in (orphan, owned, reused):
+            proc.kill()
+            proc.wait()
+
+
+def test_pdeathsig_kills_child_when_parent_is_killed(tmp_path: Path) -> None:
+    """The mechanism QemuHost uses so qemu dies when ostune is kill -9'd."""
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time\n"
+        "from targets.hosts.qemu import _pdeathsig\n"
+        "p = subprocess.Popen(['sleep', '300'], preexec_fn=_pdeathsig, start_new_session=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(300)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parent.parent)
+    try:
+        deadline = time.monotonic() + 20
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "child never started"
+            time.sleep(0.05)
+        child = int(pid_file.read_text())
+        assert _start_time(child) is not None
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 5
+        while _start_time(child) is not None:
+            assert time.monotonic() < deadline, "child outlived its parent"
+            time.sleep(0.05)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert _pdeathsig is not None
