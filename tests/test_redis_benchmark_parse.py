@@ -209,3 +209,23 @@ def test_quantile_from_points_known_answers() -> None:
     assert quantile_from_points(pts, 0.0, 10) == 1.0
     with pytest.raises(ValueError):
         quantile_from_points(pts, 0.6, 20)
+
+
+def test_workload_aggregation_rules_on_fixture() -> None:
+    from targets.workloads.redis_benchmark import RedisBenchmarkWorkload
+
+    r = load("get_set_c1_precision3.txt")
+    m = RedisBenchmarkWorkload().aggregate(r)
+    # p-values: max over tests
+    assert m["p50_ms"] == 0.079 and m["p95_ms"] == 0.127 and m["p99_ms"] == 0.199
+    assert m["p999_ms"] == 0.607 and m["max_ms"] == 4.143
+    # ops_per_s: total requests / total time (5000/11286.68 + 5000/13157.89 seconds)
+    assert m["ops_per_s"] == pytest.approx(10000 / (5000 / 11286.68 + 5000 / 13157.89))
+    assert m["requests"] == 10000
+    assert m["avg_ms"] == pytest.approx((0.081 + 0.071) / 2)
+    assert m["get.p999_ms"] == 0.295 and m["set.ops_per_s"] == 11286.68
+
+    multi = RedisBenchmarkWorkload().aggregate(load("multi_commands_c2.txt"))
+    assert multi["requests"] == 7 * 2000  # the LPUSH setup step is not counted
+    assert multi["max_ms"] == 3.135  # LRANGE_100
+    assert "lrange_100.p99_ms" in multi

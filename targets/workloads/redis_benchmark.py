@@ -38,8 +38,6 @@ import csv
 import io
 import math
 import re
-import shlex
-import socket
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
@@ -313,3 +311,282 @@ def _parse_section(name: str, body: list[str]) -> RedisCommandStats:
         max_ms=max_ms,
         distribution=dist,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# workload
+# ---------------------------------------------------------------------------------------------
+
+#: test names redis-benchmark 7.x accepts with -t
+KNOWN_TESTS = (
+    "ping_inline", "ping_mbulk", "set", "get", "incr", "lpush", "rpush", "lpop", "rpop", "sadd",
+    "hset", "spop", "zadd", "zpopmin", "lrange", "lrange_100", "lrange_300", "lrange_500",
+    "lrange_600", "mset", "xadd",
+)
+
+_METRICS = ("p50_ms", "p95_ms", "p99_ms", "p999_ms", "max_ms")
+
+
+def _slug(test_name: str) -> str:
+    """``LRANGE_100 (first 100 elements)`` -> ``lrange_100``; ``set k:__rand_int__ v`` -> ``set``."""
+    return re.sub(r"[^a-z0-9_]", "_", test_name.split()[0].lower())
+
+
+class RedisBenchmarkWorkload(Workload):
+    """redis-benchmark against a Redis endpoint; one invocation per repetition.
+
+    Defaults are latency-oriented: 1 client and no pipelining keep the server below saturation so
+    the kernel's effect on per-request latency is visible (throughput runs would measure queueing).
+    ``requests`` (per test) defaults to 10000: with get,set at ~12-15k requests/s per client on a
+    small VM one repetition takes about 1.5 s. Alternatively ``duration_s`` asks for a target
+    repetition time; ``prepare()`` then calibrates the request count once with a short probe
+    run and keeps it fixed for the experiment (comparable repetitions need the same N: the max
+    and p99.9 of N samples depend on N).
+
+    Aggregation over several tests (e.g. get,set), stated so results can be read:
+
+    * ``p50_ms`` ... ``max_ms``: the **maximum over tests** - the worst command bounds what a
+      client mixing these commands sees, and minimising it cannot trade one command for another.
+    * ``ops_per_s``: **total requests / total time**, time per test = requests / its rps. The
+      tests run one after another, so summing their rates would report a throughput never
+      reached; this is the rate of the repetition as a whole.
+    * ``avg_ms``: request-weighted mean; ``requests``: total requests.
+    * per test: ``<test>.<metric>`` (e.g. ``get.p99_ms``, ``set.ops_per_s``), usable as objective.
+
+    redis-benchmark's helper steps (``LPUSH (needed to benchmark LRANGE)``) are left out.
+    """
+
+    name = "redis-benchmark"
+
+    def __init__(
+        self,
+        *,
+        commands: str | Sequence[str] = "get,set",
+        clients: int = 1,
+        pipeline: int = 1,
+        requests: int = 10000,
+        duration_s: float | None = None,
+        value_size: int = 3,
+        keyspace: int = 10000,
+        threads: int | None = None,
+        binary: str = "redis-benchmark",
+        cli_binary: str = "redis-cli",
+        timeout_s: float | None = None,
+        warmup_requests: int | None = None,
+        load_dataset: bool = True,
+        per_command_metrics: bool = True,
+    ) -> None:
+        if isinstance(commands, str):
+            tests = [c.strip().lower() for c in commands.split(",") if c.strip()]
+        else:
+            tests = [str(c).strip().lower() for c in commands if str(c).strip()]
+        if not tests:
+            raise BadInputError("redis-benchmark commands is empty; give e.g. commands=get,set")
+        for test in tests:
+            if test not in KNOWN_TESTS:
+                raise BadInputError(
+                    f"redis-benchmark command {test!r} is unknown; valid: {', '.join(KNOWN_TESTS)}"
+                )
+        self.tests = tests
+        for label, value, minimum in (
+            ("clients", clients, 1), ("pipeline", pipeline, 1), ("requests", requests, 1),
+            ("value_size", value_size, 1), ("keyspace", keyspace, 1),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise BadInputError(
+                    f"redis-benchmark {label}={value!r} is invalid; give an integer >= {minimum}"
+                )
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise BadInputError(f"redis-benchmark threads={threads!r} is invalid; give an integer >= 1")
+        if duration_s is not None and not (isinstance(duration_s, (int, float)) and duration_s > 0):
+            raise BadInputError(f"redis-benchmark duration_s={duration_s!r} is invalid; give seconds > 0")
+        self.clients = clients
+        self.pipeline = pipeline
+        self.requests = requests
+        self.duration_s = float(duration_s) if duration_s is not None else None
+        self.value_size = value_size
+        self.keyspace = keyspace
+        self.threads = threads
+        self.binary = binary
+        self.cli_binary = cli_binary
+        self.timeout_s = timeout_s
+        self.warmup_requests = warmup_requests
+        self.load_dataset = load_dataset
+        self.per_command_metrics = per_command_metrics
+        self._calibrated_requests: int | None = None
+
+    # -- argv ------------------------------------------------------------------------------
+    @property
+    def effective_requests(self) -> int:
+        return self._calibrated_requests or self.requests
+
+    def _target_args(self, endpoint: Endpoint) -> list[str]:
+        if endpoint.socket_path:
+            return ["-s", endpoint.socket_path]
+        return ["-h", endpoint.address or "127.0.0.1", "-p", str(endpoint.port)]
+
+    def build_argv(self, endpoint: Endpoint, *, requests: int | None = None, binary: str | None = None) -> list[str]:
+        argv = [binary or self.binary, *self._target_args(endpoint)]
+        argv += ["-c", str(self.clients), "-n", str(requests or self.effective_requests)]
+        argv += ["-P", str(self.pipeline), "-d", str(self.value_size), "-r", str(self.keyspace)]
+        if self.threads:
+            argv += ["--threads", str(self.threads)]
+        argv += ["--precision", "3", "-t", ",".join(self.tests)]
+        return argv
+
+    def _timeout(self, requests: int) -> float:
+        if self.timeout_s is not None:
+            return float(self.timeout_s)
+        # generous: assumes at least 1000 requests/s per test; a hung run (redis-benchmark spins
+        # forever on a refused connection) must never stall the tuner
+        return 30.0 + requests * len(self.tests) / 1000.0
+
+    # -- running ---------------------------------------------------------------------------
+    def _resolve(self, host: Host, program: str, what: str) -> str:
+        if "/" in program:
+            if not host.exists(program):
+                raise WorkloadError(f"{what} {program} does not exist; install redis-tools or set {what}")
+            return program
+        path = host.which(program)
+        if not path:
+            raise WorkloadError(
+                f"{program} not found on PATH of {host.key}; install redis-tools "
+                "(apt-get install redis-tools) or set the workload's binary"
+            )
+        return path
+
+    def _ping(self, host: Host, endpoint: Endpoint) -> None:
+        """redis-benchmark 7 busy-loops forever when it cannot connect: check first."""
+        cli = host.which(self.cli_binary) if "/" not in self.cli_binary else self.cli_binary
+        if cli:
+            result = host.run([cli, *self._target_args(endpoint), "ping"], timeout_s=5, check=False)
+            if result.ok and "PONG" in result.stdout:
+                return
+            detail = (result.stdout + result.stderr).strip().splitlines()[-1:] or ["no reply"]
+            raise WorkloadError(f"redis at {_where(endpoint)} does not answer PING: {detail[0][:160]}")
+        if endpoint.socket_path or not host.which("bash"):
+            return  # no way to probe; the run timeout still bounds a hung redis-benchmark
+        probe = f"exec 3<>/dev/tcp/{endpoint.address or '127.0.0.1'}/{endpoint.port}"
+        result = host.run(["timeout", "3", "bash", "-c", probe], timeout_s=5, check=False)
+        if not result.ok:
+            raise WorkloadError(f"redis at {_where(endpoint)} is not reachable (TCP connect failed)")
+
+    def run_once(self, host: Host, endpoint: Endpoint, *, requests: int | None = None) -> tuple[RedisBenchmarkResult, float | None]:
+        """One redis-benchmark invocation; returns the parsed result and the client's CPU seconds."""
+        binary = self._resolve(host, self.binary, "binary")
+        self._ping(host, endpoint)
+        n = requests or self.effective_requests
+        argv = self.build_argv(endpoint, requests=n, binary=binary)
+        timeout = self._timeout(n)
+        try:
+            result = host.run(argv, timeout_s=timeout, check=False)
+        except HostError as exc:
+            raise WorkloadError(f"redis-benchmark did not finish: {exc}") from None
+        if not result.ok:
+            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
+            raise WorkloadError(f"redis-benchmark exited {result.exit_code}: {tail[0][:200]}")
+        parsed = parse_redis_benchmark(result.stdout)
+        if parsed.format != "full":
+            raise WorkloadError(f"redis-benchmark printed {parsed.format} output; expected the full report")
+        missing = [t for t in self.tests if not any(_slug(n) == t for n in parsed.commands)]
+        if missing:
+            raise WorkloadError(
+                f"redis-benchmark printed no result for {', '.join(missing)} "
+                f"(got: {', '.join(parsed.commands) or 'nothing'})"
+            )
+        if parsed.errors:
+            raise WorkloadError(f"redis-benchmark reported errors: {parsed.errors[0][:200]}")
+        return parsed, result.cpu_s
+
+    def aggregate(self, parsed: RedisBenchmarkResult) -> dict[str, float]:
+        """Metrics of one repetition (see the class docstring for the rules)."""
+        tests = [s for s in parsed.commands.values() if not s.is_setup_step]
+        if not tests:
+            raise WorkloadError("redis-benchmark printed only setup steps, no measured test")
+        metrics: dict[str, float] = {}
+        for key in _METRICS:
+            values = [getattr(s, key) for s in tests]
+            if any(v is None for v in values):
+                raise WorkloadError(f"redis-benchmark output lacks {key} for a test")
+            metrics[key] = max(values)  # type: ignore[type-var]
+        total_requests = sum(s.requests or 0 for s in tests)
+        total_time = sum((s.requests or 0) / s.ops_per_s for s in tests if s.ops_per_s > 0)
+        metrics["ops_per_s"] = total_requests / total_time if total_time > 0 else 0.0
+        metrics["requests"] = float(total_requests)
+        if all(s.avg_ms is not None for s in tests) and total_requests:
+            metrics["avg_ms"] = sum((s.avg_ms or 0) * (s.requests or 0) for s in tests) / total_requests
+        if self.per_command_metrics:
+            for s in tests:
+                slug = _slug(s.name)
+                for key in _METRICS:
+                    metrics[f"{slug}.{key}"] = float(getattr(s, key))
+                metrics[f"{slug}.ops_per_s"] = s.ops_per_s
+        return metrics
+
+    def prepare(self, host: Host, endpoint: Endpoint) -> None:
+        """Load ``keyspace`` keys (``key:%012d``, the names redis-benchmark's -r uses) of
+        ``value_size`` bytes so GETs hit real values; then calibrate ``duration_s`` if set.
+
+        Runs after every application start (a non-persistent Redis comes back empty)."""
+        self._ping(host, endpoint)
+        if self.load_dataset:
+            self._load(host, endpoint)
+        if self.duration_s is not None and self._calibrated_requests is None:
+            probe = max(1000, min(self.requests, 5000))
+            parsed, _ = self.run_once(host, endpoint, requests=probe)
+            tests = [s for s in parsed.commands.values() if not s.is_setup_step]
+            seconds_per_request = sum(1.0 / s.ops_per_s for s in tests if s.ops_per_s > 0)
+            n = int(self.duration_s / seconds_per_request) if seconds_per_request > 0 else self.requests
+            self._calibrated_requests = max(1000, round(n, -3))
+
+    def _load(self, host: Host, endpoint: Endpoint) -> None:
+        value = "x" * self.value_size
+        cli = host.which(self.cli_binary) if "/" not in self.cli_binary else self.cli_binary
+        if cli:
+            chunks = []
+            for i in range(self.keyspace):
+                key = f"key:{i:012d}"
+                chunks.append(f"*3\r\n$3\r\nSET\r\n${len(key)}\r\n{key}\r\n${len(value)}\r\n{value}\r\n")
+            result = host.run([cli, *self._target_args(endpoint), "--pipe"], input_text="".join(chunks),
+                              timeout_s=60 + self.keyspace / 10000, check=False)
+            m = re.search(r"errors: (?P<errors>\d+), replies: (?P<replies>\d+)", result.stdout)
+            if not result.ok or not m or int(m["errors"]) or int(m["replies"]) != self.keyspace:
+                tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
+                raise WorkloadError(f"loading {self.keyspace} keys with redis-cli --pipe failed: {tail[0][:200]}")
+            return
+        # no redis-cli: random SETs over the key space (3x the key space fills ~95% of the keys)
+        binary = self._resolve(host, self.binary, "binary")
+        argv = [binary, *self._target_args(endpoint), "-c", "4", "-P", "16", "-q", "-t", "set",
+                "-n", str(3 * self.keyspace), "-r", str(self.keyspace), "-d", str(self.value_size)]
+        result = host.run(argv, timeout_s=self._timeout(3 * self.keyspace), check=False)
+        if not result.ok:
+            raise WorkloadError(f"loading the key space with redis-benchmark failed (exit {result.exit_code})")
+
+    def warmup(self, host: Host, endpoint: Endpoint) -> None:
+        """An unmeasured run of ``warmup_requests`` (default: a fifth of a repetition, >= 1000)."""
+        n = self.warmup_requests or max(1000, self.effective_requests // 5)
+        self.run_once(host, endpoint, requests=n)
+
+    def measure(self, host: Host, endpoint: Endpoint, params: Mapping[str, object]) -> dict[str, float]:
+        parsed, cpu_s = self.run_once(host, endpoint)
+        metrics = self.aggregate(parsed)
+        if cpu_s is not None:
+            metrics["_client_cpu_s"] = cpu_s
+        return metrics
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "workload": self.name,
+            "commands": ",".join(self.tests),
+            "clients": self.clients,
+            "pipeline": self.pipeline,
+            "requests": self.requests,
+            "duration_s": self.duration_s,
+            "value_size": self.value_size,
+            "keyspace": self.keyspace,
+            "threads": self.threads,
+        }
+
+
+def _where(endpoint: Endpoint) -> str:
+    return endpoint.socket_path or f"{endpoint.address or '127.0.0.1'}:{endpoint.port}"
