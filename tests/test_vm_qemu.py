@@ -6,6 +6,7 @@ One VM is booted for the module and reused; the tests run in file order. Expect 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Iterator
@@ -188,3 +189,57 @@ def test_close_leaves_no_qemu(vm: QemuHost, run_dir: Path) -> None:
     assert qemu_pids_for(str(run_dir)) == []
     assert not Path(f"/proc/{pid}").exists() or "qemu" not in Path(f"/proc/{pid}/cmdline").read_text()
     assert list(run_dir.glob("qemu-*")) == []
+
+
+def test_boot_timeout_kills_the_vm(direct_image: GuestImage, tmp_path: Path) -> None:
+    host = QemuHost(direct_image, accel="tcg", boot_timeout_s=4, run_dir=tmp_path, progress=progress)
+    try:
+        with pytest.raises(BootFailedError, match="did not answer SSH in time") as info:
+            host.start()
+        assert isinstance(info.value.console_tail, str)
+        assert not host.running and qemu_pids_for(str(tmp_path)) == []
+        assert list(tmp_path.glob("qemu-*")) == []
+    finally:
+        host.close()
+
+
+def test_qemu_dies_with_a_killed_owner_and_its_record_is_reaped(direct_image: GuestImage, tmp_path: Path) -> None:
+    """kill -9 of the ostune process: PDEATHSIG kills qemu; reap_stale_qemu clears the record."""
+    import subprocess
+    import sys
+
+    from targets.hosts.qemu import reap_stale_qemu
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from targets.vm.image import GuestImage\n"
+        "from targets.hosts.qemu import QemuHost\n"
+        "host = QemuHost(GuestImage.load(Path(sys.argv[1])), accel='tcg', run_dir=sys.argv[2])\n"
+        "host._launch('tcg', ())\n"
+        "print(host.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    owner = subprocess.Popen(
+        [sys.executable, "-c", script, str(direct_image.directory), str(tmp_path)],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert owner.stdout is not None
+        qemu_pid = int(owner.stdout.readline())
+        assert qemu_pids_for(str(tmp_path)) == [qemu_pid]
+        owner.kill()
+        owner.wait()
+        deadline = time.monotonic() + 10
+        while qemu_pids_for(str(tmp_path)):
+            assert time.monotonic() < deadline, "qemu outlived its kill -9'd owner"
+            time.sleep(0.1)
+        assert len(list(tmp_path.glob("qemu-*.json"))) == 1  # the dead owner could not clean up
+        record = json.loads(next(tmp_path.glob("qemu-*.json")).read_text())
+        assert Path(record["workdir"]).is_dir()
+        assert reap_stale_qemu(tmp_path) == []  # qemu already gone: nothing to kill
+        assert not Path(record["workdir"]).exists()  # its overlay is cleaned up
+        assert list(tmp_path.glob("qemu-*")) == []
+    finally:
+        owner.kill()
+        owner.wait()

@@ -107,6 +107,9 @@ def reap_stale_qemu(run_dir: Path | None = None) -> list[int]:
                 killed.append(qemu)
             except ProcessLookupError:
                 pass
+        workdir = record.get("workdir")
+        if record.get("own_workdir") and workdir and Path(workdir).name.startswith("ostune-qemu-"):
+            shutil.rmtree(workdir, ignore_errors=True)  # the overlay and console log of a dead run
         for path in (record_path, record_path.with_suffix(".pid")):
             path.unlink(missing_ok=True)
     return killed
@@ -387,6 +390,7 @@ class QemuHost(RemoteHost):
             "port": port,
             "image": str(self.image.qcow2),
             "workdir": str(self.workdir),
+            "own_workdir": self._own_workdir,
         }))
         self._proc = proc
         self._record = record
