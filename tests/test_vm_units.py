@@ -141,3 +141,13 @@ def test_pdeathsig_kills_child_when_parent_is_killed(tmp_path: Path) -> None:
         parent.kill()
         parent.wait()
     assert _pdeathsig is not None
+
+
+def test_empty_boot_tokens_never_touch_grub() -> None:
+    class NoGrub(RemoteHost):
+        key = "nogrub"
+
+        def run(self, argv, **kwargs):  # type: ignore[override]
+            raise AssertionError(f"unexpected command {argv}")
+
+    assert GrubBoot(NoGrub.__new__(NoGrub)).apply([]) is False

@@ -488,6 +488,10 @@ class GrubBoot:
         tokens = check_boot_tokens(tokens)
         if self.applied is not None and tokens == self.applied:
             return False
+        if not tokens and self._original is False:
+            # never changed anything here: leave GRUB alone (hosts without GRUB work too)
+            self.applied = ()
+            return False
         self._record_original()
         assert self._original is not False
         if not tokens:
