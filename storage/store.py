@@ -9,7 +9,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session, selectinload, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from storage.database import DEFAULT_DB_URL, open_engine
 from storage.models import (
@@ -306,8 +306,8 @@ class ResultStore:
         objective_sd: float | None = None, metrics: Mapping[str, float] | None = None,
         repetitions: Sequence[Mapping[str, float]] = (), error: str | None = None,
         rebooted: bool = False,
-    ) -> None:
-        def finish(session: Session) -> None:
+    ) -> TrialRecord:
+        def finish(session: Session) -> TrialRecord:
             row = session.get(Trial, trial_id)
             if row is None:
                 raise StorageError(f"trial id {trial_id} vanished from the database")
@@ -325,26 +325,44 @@ class ResultStore:
                 RepetitionMetric(trial_id=trial_id, repetition=i + 1, name=k, value=float(v))
                 for i, rep in enumerate(repetitions) for k, v in rep.items()
             )
+            return TrialRecord(
+                row.id, row.number, status, row.source,
+                {p.name: (p.value_text if p.value_text is not None else p.value_num) for p in row.params},
+                objective, objective_sd, {k: float(v) for k, v in (metrics or {}).items()},
+                len(repetitions), row.started_at, ended, row.duration_s, error, row.run_id,
+                dict(row.proposal_json or {}),
+            )
 
-        self._write(finish)
+        return self._write(finish)
 
     def trials(self, experiment_id: int, statuses: Sequence[str] | None = None) -> list[TrialRecord]:
-        with self._session() as session:
-            query = (select(Trial).where(Trial.experiment_id == experiment_id)
-                     .options(selectinload(Trial.params), selectinload(Trial.metrics))
-                     .order_by(Trial.number))
-            if statuses is not None:
-                query = query.where(Trial.status.in_(list(statuses)))
-            out = []
-            for row in session.scalars(query):
-                params = {p.name: (p.value_text if p.value_text is not None else p.value_num) for p in row.params}
-                metrics = {m.name: m.value for m in row.metrics}
-                out.append(TrialRecord(
-                    row.id, row.number, row.status, row.source, params, row.objective,
-                    row.objective_sd, metrics, row.repetitions, row.started_at, row.ended_at,
-                    row.duration_s, row.error, row.run_id, dict(row.proposal_json or {}),
-                ))
-            return out
+        """All trials of an experiment with params and aggregate metrics. Core queries, not ORM
+        objects: this runs before every proposal and must stay cheap at hundreds of trials."""
+        t, p, m = Trial.__table__, TrialParam.__table__, TrialMetric.__table__
+        where = [t.c.experiment_id == experiment_id]
+        if statuses is not None:
+            where.append(t.c.status.in_(list(statuses)))
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t).where(*where).order_by(t.c.number)).all()
+            ids = select(t.c.id).where(*where).scalar_subquery()
+            params: dict[int, dict[str, Any]] = {}
+            for trial_id, name, num, text in conn.execute(
+                select(p.c.trial_id, p.c.name, p.c.value_num, p.c.value_text).where(p.c.trial_id.in_(ids))
+            ):
+                params.setdefault(trial_id, {})[name] = text if text is not None else num
+            metrics: dict[int, dict[str, float]] = {}
+            for trial_id, name, value in conn.execute(
+                select(m.c.trial_id, m.c.name, m.c.value).where(m.c.trial_id.in_(ids))
+            ):
+                metrics.setdefault(trial_id, {})[name] = value
+        return [
+            TrialRecord(
+                r.id, r.number, r.status, r.source, params.get(r.id, {}), r.objective, r.objective_sd,
+                metrics.get(r.id, {}), r.repetitions, r.started_at, r.ended_at, r.duration_s, r.error,
+                r.run_id, dict(r.proposal_json or {}),
+            )
+            for r in rows
+        ]
 
     def repetition_values(self, trial_id: int, metric: str) -> list[float]:
         with self._session() as session:

@@ -200,7 +200,7 @@ class ExperimentRunner:
                 if reason:
                     return reason
             params, source, proposal = self._next_params(experiment, space, report, trials)
-            self._run_trial(experiment, params, source, proposal)
+            self._run_trial(experiment, params, source, proposal, trials)
             summary.trials_run += 1
         return "trials done"
 
@@ -216,12 +216,14 @@ class ExperimentRunner:
             Observation(t.params, t.status, t.objective)
             for t in trials if t.status in ("succeeded", "failed", "infeasible")
         ]
+        warm = next((t.proposal["theta"] for t in reversed(trials) if "theta" in t.proposal), None)
         proposal = propose(space, observations, seed=experiment.seed, maximize=experiment.maximize,
-                           engine=self.settings.engine)
+                           engine=self.settings.engine, warm_theta=warm)
         return proposal.params, "optimizer", proposal
 
     def _run_trial(
         self, experiment: ExperimentRecord, params: dict[str, Value], source: str, proposal: Proposal | None,
+        earlier: list[TrialRecord],
     ) -> TrialRecord:
         trial = self.store.start_trial(
             experiment_id=experiment.id, run_id=self.run_id, params=params, source=source,
@@ -246,17 +248,16 @@ class ExperimentRunner:
         except (HostError, AppError, WorkloadError) as exc:
             context = self.app.failure_context() if isinstance(exc, AppError) else getattr(exc, "console_tail", "")
             error = str(exc) + (f"\n{context}" if context else "")
-            self.store.finish_trial(trial.id, status="failed", error=error, rebooted=rebooted)
+            self._current_trial = None
+            finished = self.store.finish_trial(trial.id, status="failed", error=error, rebooted=rebooted)
             self._recover_app()
         else:
-            self.store.finish_trial(
+            self._current_trial = None
+            finished = self.store.finish_trial(
                 trial.id, status="succeeded", objective=result.objective, objective_sd=result.objective_sd,
                 metrics=result.metrics, repetitions=reps, rebooted=rebooted,
             )
-        self._current_trial = None
-        trials = self.store.trials(experiment.id)
-        finished = next(t for t in trials if t.id == trial.id)
-        self.reporter.trial_finished(finished, best_trial(trials, experiment.maximize))
+        self.reporter.trial_finished(finished, best_trial([*earlier, finished], experiment.maximize))
         return finished
 
     def _recover_app(self) -> None:
