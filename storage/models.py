@@ -138,3 +138,66 @@ class JournalEntry(Base):
     recorded_at: Mapped[datetime] = mapped_column(default=utcnow)
     restored_at: Mapped[datetime | None] = mapped_column()
     restore_error: Mapped[str | None] = mapped_column(Text)
+
+
+class HostLock(Base):
+    """One tuning run per host: held by a run, refreshed by heartbeats, taken over when stale."""
+
+    __tablename__ = "host_locks"
+
+    host_key: Mapped[str] = mapped_column(String(300), primary_key=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    holder_pid: Mapped[int] = mapped_column(Integer)
+    holder_machine: Mapped[str] = mapped_column(String(200))
+    acquired_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Verification(Base):
+    """An interleaved re-measurement of several configurations (`ostune verify`)."""
+
+    __tablename__ = "verifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    experiment_id: Mapped[int] = mapped_column(ForeignKey("experiments.id"))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    rounds: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(100))
+    #: the order configurations were measured in, one list of labels per round
+    schedule_json: Mapped[list] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(20), default="running")
+
+
+class VerificationSample(Base):
+    __tablename__ = "verification_samples"
+    __table_args__ = (Index("ix_verification_samples_verification", "verification_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    verification_id: Mapped[int] = mapped_column(ForeignKey("verifications.id", ondelete="CASCADE"))
+    round: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
+    label: Mapped[str] = mapped_column(String(200))
+    trial_number: Mapped[int | None] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(100))
+    value: Mapped[float] = mapped_column(Float)
+
+
+class VerificationResult(Base):
+    """A configuration's verified effect relative to the baseline, with a bootstrap 95% CI."""
+
+    __tablename__ = "verification_results"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    verification_id: Mapped[int] = mapped_column(ForeignKey("verifications.id", ondelete="CASCADE"))
+    label: Mapped[str] = mapped_column(String(200))
+    trial_number: Mapped[int | None] = mapped_column(Integer)
+    params_json: Mapped[dict] = mapped_column(JSON, default=dict)
+    metric: Mapped[str] = mapped_column(String(100))
+    samples: Mapped[int] = mapped_column(Integer)
+    median: Mapped[float | None] = mapped_column(Float)
+    #: median ratio to the baseline (0.8 = 20% lower) and its 95% confidence interval
+    relative: Mapped[float | None] = mapped_column(Float)
+    ci_low: Mapped[float | None] = mapped_column(Float)
+    ci_high: Mapped[float | None] = mapped_column(Float)
+    established: Mapped[bool] = mapped_column(default=False)

@@ -89,8 +89,9 @@ class ConsoleReporter:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        for line in summary.restored:
-            self._log(line)
+        if summary.restored:
+            names = ", ".join(line.removeprefix("restored ") for line in summary.restored)
+            self._log(f"restored {len(summary.restored)} kernel value(s): {names}")
         for line in summary.restore_failures:
             self.console.print(f"[red]restore failed:[/red] {line}")
         if self.quiet:
