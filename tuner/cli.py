@@ -98,6 +98,22 @@ def open_store(db: str, *, create: bool = True, console: Console | None = None):
     return store
 
 
+def _new_sqlite_file(db: str) -> "Path | None":
+    """The SQLite file a URL names, if it does not exist yet."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(db)
+    except Exception:  # noqa: BLE001 - open_store reports bad URLs
+        return None
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    path = Path(url.database)
+    return None if path.exists() else path
+
+
 def _is_interactive() -> bool:
     return sys.stdout.isatty()
 
@@ -114,14 +130,14 @@ def main() -> None:
     """ostune: find the kernel parameters that make one application fastest."""
 
 
-def _parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
+def _parse_settings(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, Any]:
     import yaml
 
     settings: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise BadInputError(f"--set {pair!r} is not KEY=VALUE (e.g. --set clients=2)")
+            raise BadInputError(f"{flag} {pair!r} is not KEY=VALUE (e.g. {flag} clients=2)")
         settings[key.replace("-", "_")] = yaml.safe_load(value)
     return settings
 
@@ -147,13 +163,16 @@ def _parse_settings(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--requests", type=click.IntRange(min=1), default=None, help="redis-benchmark requests per repetition.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
               help="Another workload setting, e.g. --set pipeline=4 --set commands=get,set.")
+@click.option("--app-set", "app_settings", multiple=True, metavar="KEY=VALUE",
+              help="An application setting, e.g. --app-set binary=/opt/redis/bin/redis-server.")
 @click.option("--quiet", is_flag=True, help="Only errors and the final summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout at the end.")
 @handle_errors
 def run(space_spec: str | None, app: str, command: str | None, host_spec: str, trials: int,
         experiment_name: str | None, db: str, seed: int | None, objective: str, maximize: bool,
         repetitions: int, no_warmup: bool, strict: bool, engine: str, clients: int | None,
-        requests: int | None, settings: tuple[str, ...], quiet: bool, as_json: bool) -> None:
+        requests: int | None, settings: tuple[str, ...], app_settings: tuple[str, ...], quiet: bool,
+        as_json: bool) -> None:
     """Tune the kernel under an application; resumes the experiment if it exists."""
     from spaces.loader import load_space
     from tuner.experiment import ExperimentRunner, RunSettings
@@ -169,9 +188,11 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     if app == "command" and not space_spec and not experiment_name:
         raise BadInputError("--app command needs --space FILE describing the parameters the command takes")
     space = load_space(space_spec) if (space_spec or not experiment_name) else None
-    options = TargetOptions(app=app, command=command, host=host_spec, workload=workload_settings)
+    options = TargetOptions(app=app, command=command, host=host_spec, workload=workload_settings,
+                            app_settings=_parse_settings(app_settings, flag="--app-set"))
     app_obj, workload = make_app_and_workload(options)
     name = experiment_name or f"{app}-{space.name if space else 'space'}"
+    new_file = _new_sqlite_file(db)
     store = open_store(db, console=out)
     host = make_host(options)
     target = {"app": "mysql" if app == "mariadb" else app, "host": host.key,
@@ -186,6 +207,13 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     with _SignalGuard() as guard:
         try:
             summary = runner.run()
+        except OstuneError:
+            if new_file is not None and not store.experiment_names():
+                # Bad input on a first run: leave no empty database behind.
+                store.close()
+                for suffix in ("", "-wal", "-shm"):
+                    new_file.with_name(new_file.name + suffix).unlink(missing_ok=True)
+            raise
         finally:
             guard.stopping = True
     if as_json:

@@ -126,6 +126,8 @@ class ExperimentRunner:
         self.state: HostState | None = None
         self._endpoint: Endpoint | None = None
         self._current_trial: TrialRecord | None = None
+        #: a trial failed: restart the application before the next one measures anything
+        self._app_stale = False
 
     # -- setup ------------------------------------------------------------------------------
     def _probe(self) -> ProbeReport:
@@ -233,12 +235,15 @@ class ExperimentRunner:
         self.reporter.trial_started(trial.number, params, source)
         rebooted = False
         try:
+            restart = self._app_stale
             if self.state is not None:
                 outcome = self.state.apply(params)
                 rebooted = outcome.rebooted
-                if outcome.restart_for or not self.app.is_healthy():
-                    self._endpoint = self.app.restart(self.host)
-                    self.workload.prepare(self.host, self._endpoint)
+                restart = restart or bool(outcome.restart_for)
+            if restart or not self.app.is_healthy():
+                self._endpoint = self.app.restart(self.host)
+                self.workload.prepare(self.host, self._endpoint)
+                self._app_stale = False
             assert self._endpoint is not None
             if self.settings.warmup:
                 self.workload.warmup(self.host, self._endpoint)
@@ -250,7 +255,9 @@ class ExperimentRunner:
             error = str(exc) + (f"\n{context}" if context else "")
             self._current_trial = None
             finished = self.store.finish_trial(trial.id, status="failed", error=error, rebooted=rebooted)
-            self._recover_app()
+            # Restart lazily, after the next trial's apply: a host that failed to boot is only
+            # reachable again once that trial reboots it.
+            self._app_stale = True
         else:
             self._current_trial = None
             finished = self.store.finish_trial(
@@ -259,16 +266,6 @@ class ExperimentRunner:
             )
         self.reporter.trial_finished(finished, best_trial([*earlier, finished], experiment.maximize))
         return finished
-
-    def _recover_app(self) -> None:
-        """After a failed trial, make sure the next one starts from a serving application."""
-        try:
-            if not self.app.is_healthy():
-                self._endpoint = self.app.restart(self.host)
-                self.workload.prepare(self.host, self._endpoint)
-        except OstuneError as exc:
-            self.reporter.message(f"application could not be restarted: {exc}")
-            raise
 
     def _abort_current(self) -> None:
         if self._current_trial is not None:

@@ -63,17 +63,17 @@ def make_app_and_workload(options: TargetOptions) -> tuple[App, Workload]:
         from targets.apps.redis import RedisApp
         from targets.workloads.redis_benchmark import RedisBenchmarkWorkload
 
-        return RedisApp(**options.app_settings), _construct(RedisBenchmarkWorkload, options.workload)
+        return _construct(RedisApp, options.app_settings), _construct(RedisBenchmarkWorkload, options.workload)
     if app in ("mariadb", "mysql"):
         from targets.apps.mariadb import make_mysql_app
         from targets.workloads.sysbench import SysbenchWorkload
 
-        return make_mysql_app(**options.app_settings), _construct(SysbenchWorkload, options.workload)
+        return _construct(make_mysql_app, options.app_settings), _construct(SysbenchWorkload, options.workload)
     raise BadInputError(f"--app {app!r} is not one of: {', '.join(APPS)}")
 
 
-def _construct(cls: type, settings: dict[str, Any]) -> Any:
+def _construct(factory: Any, settings: dict[str, Any]) -> Any:
     try:
-        return cls(**settings)
+        return factory(**settings)
     except TypeError as exc:
-        raise BadInputError(f"workload setting not understood by {cls.__name__}: {exc}") from None
+        raise BadInputError(f"setting not understood by {factory.__name__}: {exc}") from None
