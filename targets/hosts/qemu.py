@@ -444,7 +444,7 @@ class QemuHost(RemoteHost):
 
         while True:
             try:
-                boot_id = self.wait_for_ssh(deadline, abort=abort, attempt_timeout_s=10.0)
+                boot_id = self.wait_for_ssh(deadline, abort=abort, attempt_timeout_s=5.0)
                 break
             except HostError as exc:
                 if str(exc).startswith("kvm-probe: "):
