@@ -360,3 +360,21 @@ class _FakeSysHost(LocalHost):
 
 def test_partition_resolves_to_parent_disk() -> None:
     assert datadir_block_device(_FakeSysHost(), "/data/mysql") == "sda"
+
+
+@needs_mariadb
+@needs_sysbench
+def test_write_drift_reprepares_at_trial_boundary_only(host: LocalHost, server) -> None:  # type: ignore[no-untyped-def]
+    _, endpoint = server
+    # 1 table x 200 rows, factor 0.5: after > 100 written queries the next trial rebuilds
+    workload = SysbenchWorkload(test="oltp_write_only", time_s=1, warmup_s=0, tables=1, table_size=200,
+                                reprepare_writes_factor=0.5)
+    workload.prepare(host, endpoint)
+    assert workload.prepare_count == 1
+    workload.measure(host, endpoint, {"vm.swappiness": 10})
+    assert workload.needs_reprepare()
+    workload.measure(host, endpoint, {"vm.swappiness": 10})  # same trial: no rebuild mid-trial
+    assert workload.prepare_count == 1
+    workload.measure(host, endpoint, {"vm.swappiness": 20})  # new parameters: rebuild first
+    assert workload.prepare_count == 2
+    assert workload.dataset_ok(host, endpoint) is True
