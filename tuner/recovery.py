@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from storage.store import ResultStore
+from targets.hosts.base import Host
 from targets.hosts.local import LocalHost
 from tuner.host_state import restore_entries
 from tuner.ownership import owner_is_alive
@@ -25,14 +26,27 @@ class RecoveryReport:
         return bool(self.restored or self.failures or self.crashed_runs or self.remote_pending)
 
 
-def recover(store: ResultStore, local: LocalHost | None = None) -> RecoveryReport:
-    report = RecoveryReport()
-    local = local or LocalHost()
-    dead = [
+def dead_runs(store: ResultStore) -> list:  # type: ignore[type-arg]
+    return [
         run for run in store.running_runs()
         if owner_is_alive(run.pid, run.pid_start_ticks, run.machine, run.boot_id) is False
     ]
-    for run in dead:
+
+
+def restore_remote(store: ResultStore, host: Host) -> RecoveryReport:
+    """Restore the values dead runs left on a remote host (`ostune restore --host URL`)."""
+    report = RecoveryReport()
+    # Runs whose owner is alive (or cannot be judged from here) are still working: not touched.
+    alive = {run.id for run in store.running_runs()} - {run.id for run in dead_runs(store)}
+    entries = [e for e in store.pending_journal() if e.host_key == host.key and e.run_id not in alive]
+    report.failures += restore_entries(host, store, entries, report.restored.append)
+    return report
+
+
+def recover(store: ResultStore, local: LocalHost | None = None) -> RecoveryReport:
+    report = RecoveryReport()
+    local = local or LocalHost()
+    for run in dead_runs(store):
         pending = store.pending_journal([run.id])
         local_entries = [e for e in pending if e.host_key == local.key]
         report.failures += restore_entries(local, store, local_entries, report.restored.append)
