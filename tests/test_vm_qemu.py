@@ -166,6 +166,25 @@ def test_ssh_host_applies_and_restores_runtime_values(vm: QemuHost, direct_image
         trusting.close()
 
 
+def test_ssh_host_non_root_without_passwordless_sudo_is_a_clear_error(vm: QemuHost, direct_image: GuestImage) -> None:
+    vm.run(["useradd", "--create-home", "--shell", "/bin/sh", "tuner"])
+    vm.run(["install", "-d", "-o", "tuner", "-m", "700", "/home/tuner/.ssh"])
+    vm.run(["install", "-o", "tuner", "-m", "600", "/root/.ssh/authorized_keys", "/home/tuner/.ssh/authorized_keys"])
+    host = SshHost(
+        f"ssh://tuner@127.0.0.1:{vm.port}",
+        key_path=str(direct_image.ssh_key),
+        known_hosts_path=str(direct_image.known_hosts),
+        host_key_alias=direct_image.host_key_alias,
+        connect_timeout_s=20,
+    )
+    try:
+        with pytest.raises(HostError, match="passwordless sudo"):
+            host.read_text("/proc/sys/vm/swappiness")
+    finally:
+        host.close()
+        vm.run(["userdel", "--remove", "tuner"], check=False)
+
+
 def test_failed_boot_reports_console_and_next_boot_works(vm: QemuHost, run_dir: Path) -> None:
     started = time.monotonic()
     with pytest.raises(BootFailedError) as info:
