@@ -151,3 +151,14 @@ def test_empty_boot_tokens_never_touch_grub() -> None:
             raise AssertionError(f"unexpected command {argv}")
 
     assert GrubBoot(NoGrub.__new__(NoGrub)).apply([]) is False
+
+
+def test_image_build_without_root_is_a_clear_host_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from targets.vm import image as image_mod
+    from tuner.errors import HostError
+
+    monkeypatch.setattr(image_mod.os, "geteuid", lambda: 1000)
+    with pytest.raises(HostError, match="needs root"):
+        image_mod.build_image(tmp_path, "direct")
+    with pytest.raises(BadInputError, match="bootloader"):
+        image_mod.build_image(tmp_path, "uefi")  # type: ignore[arg-type]
