@@ -148,7 +148,8 @@ def _parse_settings(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, An
 @click.option("--app", default="redis", show_default=True, type=click.Choice(["redis", "command", "mariadb", "mysql"]))
 @click.option("--command", "command", default=None, help="Shell command for --app command.")
 @click.option("--host", "host_spec", default="local", show_default=True, help="local | none | qemu | ssh://user@host[:port]")
-@click.option("--trials", default=10, show_default=True, type=click.IntRange(min=1), help="Trials to run now.")
+@click.option("--trials", default=None, type=click.IntRange(min=1),
+              help="Trials to run now [default: 10; with a budget option: until the budget ends].")
 @click.option("--experiment", "experiment_name", default=None, help="Experiment name (default: APP-SPACE).")
 @db_option
 @click.option("--seed", default=None, type=int, help="Optimizer seed (stored; default random).")
@@ -165,21 +166,43 @@ def _parse_settings(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, An
               help="Another workload setting, e.g. --set pipeline=4 --set commands=get,set.")
 @click.option("--app-set", "app_settings", multiple=True, metavar="KEY=VALUE",
               help="An application setting, e.g. --app-set binary=/opt/redis/bin/redis-server.")
+@click.option("--max-trials", type=click.IntRange(min=1), default=None,
+              help="Cap on the experiment's total trials across all runs (a nightly re-run never exceeds it).")
+@click.option("--time-budget", default=None, metavar="DURATION",
+              help="Wall-clock budget, e.g. 2h, 90m, 20s; a trial that cannot finish inside it is not started.")
+@click.option("--until", default=None, metavar="HH:MM", help="Finish by this local time (e.g. 06:00).")
+@click.option("--patience", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Stop when the last K trials brought no improvement beyond noise (converged).")
+@click.option("--lock-timeout", default="2m", show_default=True, metavar="DURATION",
+              help="A host lock without heartbeat for this long is stale and taken over.")
+@click.option("--log-file", default=None, type=click.Path(dir_okay=False),
+              help="Also append every progress line, timestamped, to this file.")
 @click.option("--quiet", is_flag=True, help="Only errors and the final summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout at the end.")
 @handle_errors
-def run(space_spec: str | None, app: str, command: str | None, host_spec: str, trials: int,
+def run(space_spec: str | None, app: str, command: str | None, host_spec: str, trials: int | None,
         experiment_name: str | None, db: str, seed: int | None, objective: str, maximize: bool,
         repetitions: int, no_warmup: bool, strict: bool, engine: str, clients: int | None,
-        requests: int | None, settings: tuple[str, ...], app_settings: tuple[str, ...], quiet: bool,
-        as_json: bool) -> None:
+        requests: int | None, settings: tuple[str, ...], app_settings: tuple[str, ...],
+        max_trials: int | None, time_budget: str | None, until: str | None, patience: int | None,
+        lock_timeout: str, log_file: str | None, quiet: bool, as_json: bool) -> None:
     """Tune the kernel under an application; resumes the experiment if it exists."""
     from spaces.loader import load_space
     from tuner.experiment import ExperimentRunner, RunSettings
     from tuner.factory import TargetOptions, make_app_and_workload, make_host
-    from tuner.progress import ConsoleReporter
+    from tuner.budget import Budget
+    from tuner.lock import HostLockGuard, parse_timeout
+    from tuner.outcome import file_console, make_console, summary_doc
+    from tuner.progress import UNBOUNDED_TRIALS, ConsoleReporter
 
-    out = Console(stderr=as_json, highlight=False)
+    out = make_console(stderr=as_json)
+    budget = Budget.from_options(max_trials=max_trials, time_budget=time_budget, until=until,
+                                 patience=patience, maximize=maximize)
+    budgeted = any(v is not None for v in (max_trials, time_budget, until, patience))
+    lock_timeout_s = parse_timeout(lock_timeout)
+    explicit_trials = trials is not None
+    if trials is None:
+        trials = UNBOUNDED_TRIALS if budgeted else 10
     workload_settings = _parse_settings(settings)
     if clients is not None:
         workload_settings["clients"] = clients
@@ -197,17 +220,27 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     host = make_host(options)
     target = {"app": "mysql" if app == "mariadb" else app, "host": host.key,
               **{k: v for k, v in app_obj.describe().items() if k != "app"}, **workload.describe()}
-    reporter = ConsoleReporter(out, interactive=_is_interactive() and not as_json, quiet=quiet)
+    reporter = ConsoleReporter(out, interactive=_is_interactive() and not as_json, quiet=quiet,
+                               log_file=file_console(log_file) if log_file else None)
     run_settings = RunSettings(
         experiment=name, trials=trials, objective=objective, maximize=maximize, seed=seed,
         repetitions=repetitions, warmup=not no_warmup, strict=strict, engine=engine,
+        should_stop=budget.should_stop,
     )
     runner = ExperimentRunner(store, host, app_obj, workload, space, run_settings, reporter, target,
                               extra_settings={"workload": workload_settings})
+    # One run per host: taken before anything else happens, so a second job exits at once.
+    lock = HostLockGuard(store, host.key, timeout_s=lock_timeout_s, run_id=lambda: runner.run_id,
+                         log=reporter.message)
+    budget.extra = lock.check
+    if budget.describe():
+        reporter.message(f"budget: {budget.describe()}")
     with _SignalGuard() as guard:
         try:
+            lock.acquire()
             summary = runner.run()
         except OstuneError:
+            lock.release()  # before any cleanup below removes the database file
             if new_file is not None and not store.experiment_names():
                 # Bad input on a first run: leave no empty database behind.
                 store.close()
@@ -216,7 +249,22 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
             raise
         finally:
             guard.stopping = True
-    if as_json:
+            lock.release()
+    record = store.get_experiment(summary.experiment)
+    doc = summary_doc(store, record, trials_run=summary.trials_run, stop_reason=summary.stop_reason,
+                      stopped_by=budget.stopped_by, budget=budget.as_dict(),
+                      elapsed_s=budget.clock() - budget.started, run_id=runner.run_id,
+                      skipped=summary.skipped, explicit_trials=explicit_trials) if record is not None else None
+    # Outcome codes (7 nothing improved, 8 budget exhausted) are for budgeted runs; a plain
+    # `--trials N` run that ran its trials exits 0 as it always did.
+    code = doc["exit_code"] if doc is not None and budgeted else 0
+    if doc is not None:
+        doc["exit_code"] = code
+    if as_json and doc is not None:
+        click.echo(json.dumps(doc, default=str))
+    if code:
+        sys.exit(code)
+    if as_json and doc is None:
         best = summary.best
         click.echo(json.dumps({
             "experiment": summary.experiment, "trials_run": summary.trials_run,

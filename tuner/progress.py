@@ -14,6 +14,9 @@ from spaces.model import Value
 from storage.store import ExperimentRecord, TrialRecord
 from tuner.experiment import RunSummary
 
+#: `trials` at or above this means "until a budget ends" (--time-budget/--until/--max-trials/--patience)
+UNBOUNDED_TRIALS = 1_000_000
+
 
 def format_value(value: object) -> str:
     if isinstance(value, float):
@@ -31,16 +34,22 @@ class ConsoleReporter:
     """Progress for people. `interactive` picks the live bar; otherwise plain timestamped lines
     with no terminal control codes."""
 
-    def __init__(self, console: Console, *, interactive: bool, quiet: bool = False) -> None:
+    def __init__(self, console: Console, *, interactive: bool, quiet: bool = False,
+                 log_file: Console | None = None) -> None:
         self.console = console
+        #: --log-file: every line, timestamped, whatever --quiet says
+        self.log_file = log_file
         self.interactive = interactive and not quiet
         self.quiet = quiet
         self._progress: Progress | None = None
         self._task = None
         self._objective = "objective"
 
-    def _log(self, text: str) -> None:
-        if self.quiet:
+    def _log(self, text: str, always: bool = False) -> None:
+        if self.log_file is not None:
+            stamp = datetime.now().astimezone().isoformat(timespec="seconds")
+            self.log_file.print(f"{stamp} {text}", markup=False, highlight=False, soft_wrap=True)
+        if self.quiet and not always:
             return
         if self.interactive:
             self.console.print(text)
@@ -58,7 +67,8 @@ class ConsoleReporter:
     def run_started(self, experiment: ExperimentRecord, trials: int, done_before: int) -> None:
         self._objective = experiment.objective
         resumed = f", resuming after {done_before} trials" if done_before else ""
-        self._log(f"experiment {experiment.name}: {trials} trials of {experiment.direction} "
+        unbounded = trials >= UNBOUNDED_TRIALS
+        self._log(f"experiment {experiment.name}: {'trials until a budget ends' if unbounded else f'{trials} trials'} of {experiment.direction} "
                   f"{experiment.objective} (seed {experiment.seed}{resumed})")
         if self.interactive:
             self._progress = Progress(
@@ -67,7 +77,7 @@ class ConsoleReporter:
                 TextColumn("{task.fields[best]}"), console=self.console, transient=False,
             )
             self._progress.start()
-            self._task = self._progress.add_task(experiment.name, total=trials, best="")
+            self._task = self._progress.add_task(experiment.name, total=None if unbounded else trials, best="")
 
     def trial_started(self, number: int, params: Mapping[str, Value], source: str) -> None:
         self._log(f"trial {number} ({source}): {format_params(params)}")
@@ -94,15 +104,15 @@ class ConsoleReporter:
             self._log(f"restored {len(summary.restored)} kernel value(s): {names}")
         for line in summary.restore_failures:
             self.console.print(f"[red]restore failed:[/red] {line}")
-        if self.quiet:
-            return
+            if self.log_file is not None:
+                self.log_file.print(f"restore failed: {line}", markup=False)
         if summary.best is not None and summary.best.objective is not None:
             change = summary.improvement
             vs = f" ({change:+.1%} vs baseline)" if change is not None else ""
             self._log(f"best {self._objective} = {summary.best.objective:.4g} at trial {summary.best.number}{vs}; "
-                      f"{summary.trials_run} trials this run, {summary.total_trials} in total")
+                      f"{summary.trials_run} trials this run, {summary.total_trials} in total", always=True)
         if summary.stop_reason and summary.stop_reason != "trials done":
-            self._log(f"stopped: {summary.stop_reason}")
+            self._log(f"stopped: {summary.stop_reason}", always=True)
 
 
 def trials_table(trials: list[TrialRecord], objective: str, best_number: int | None, param_names: list[str]) -> Table:
