@@ -257,7 +257,7 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
                       skipped=summary.skipped, explicit_trials=explicit_trials) if record is not None else None
     # Outcome codes (7 nothing improved, 8 budget exhausted) are for budgeted runs; a plain
     # `--trials N` run that ran its trials exits 0 as it always did.
-    code = doc["exit_code"] if doc is not None and budgeted else 0
+    code = doc["exit_code"] if doc is not None and (budgeted or budget.stopped_by == "lock-lost") else 0
     if doc is not None:
         doc["exit_code"] = code
     if as_json and doc is not None:
