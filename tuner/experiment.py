@@ -33,6 +33,12 @@ class RunSettings:
     engine: str = "skopt"
     #: stop early when this returns a reason (time budgets, convergence); checked before each trial
     should_stop: Callable[[list[TrialRecord]], str | None] | None = None
+    #: metric guards (tuner/guards.py): a trial breaking one is stored infeasible
+    guards: tuple = ()
+    #: measure the shipped tuned profiles (tuner/profiles.py) right after the baseline
+    profiles: bool = True
+    #: re-measure the top candidates (tuner/racing.py) when the engine has a model
+    racing: bool = True
 
 
 @dataclass
@@ -195,7 +201,8 @@ class ExperimentRunner:
         return summary
 
     def _loop(self, experiment: ExperimentRecord, space: Space, report: ProbeReport, summary: RunSummary) -> str:
-        for _ in range(self.settings.trials):
+        for done in range(self.settings.trials):
+            self._remaining = self.settings.trials - done  # racing finishes its measurements in time
             trials = self.store.trials(experiment.id)
             if self.settings.should_stop:
                 reason = self.settings.should_stop(trials)
@@ -214,14 +221,34 @@ class ExperimentRunner:
         ):
             # Trial 1 (and again after a baseline was aborted) measures the host as it is.
             return {name: report.current[name] for name in space.names}, "baseline", None
+        profile = self._next_profile(space, report, trials)
+        if profile is not None:
+            return profile.params, profile.label, None
         observations = [
-            Observation(t.params, t.status, t.objective)
+            Observation(t.params, t.status, t.objective, t.source, t.number)
             for t in trials if t.status in ("succeeded", "failed", "infeasible")
         ]
         warm = next((t.proposal["theta"] for t in reversed(trials) if "theta" in t.proposal), None)
         proposal = propose(space, observations, seed=experiment.seed, maximize=experiment.maximize,
-                           engine=self.settings.engine, warm_theta=warm)
-        return proposal.params, "optimizer", proposal
+                           engine=self.settings.engine, warm_theta=warm, racing=self.settings.racing,
+                           remaining=getattr(self, "_remaining", None))
+        return proposal.params, proposal.source, proposal
+
+    def _next_profile(self, space: Space, report: ProbeReport, trials: list[TrialRecord]):  # type: ignore[no-untyped-def]
+        """The next shipped profile not yet measured in this experiment (tuner/profiles.py).
+        Only early in an experiment: a profile is a starting point, not a late guess."""
+        if not self.settings.profiles:
+            return None
+        from tuner.profiles import SHIPPED, profile_configs
+
+        if len(trials) > 1 + len(SHIPPED) + 2:
+            return None
+        configs, notes = profile_configs(space, {name: report.current[name] for name in space.names})
+        done = {t.source for t in trials if t.status in ("succeeded", "failed", "infeasible", "running")}
+        if len(trials) == 1:
+            for note in notes:
+                self.reporter.message(note)
+        return next((c for c in configs if c.label not in done), None)
 
     def _run_trial(
         self, experiment: ExperimentRecord, params: dict[str, Value], source: str, proposal: Proposal | None,
@@ -250,6 +277,7 @@ class ExperimentRunner:
             reps = measure_repetitions(self.host, self.app, self._endpoint, self.workload, params,
                                        self.settings.repetitions)
             result = aggregate(reps, experiment.objective)
+            broken = self._broken_guards(source, result.metrics, earlier)
         except (HostError, AppError, WorkloadError) as exc:
             context = self.app.failure_context() if isinstance(exc, AppError) else getattr(exc, "console_tail", "")
             error = str(exc) + (f"\n{context}" if context else "")
@@ -261,11 +289,25 @@ class ExperimentRunner:
         else:
             self._current_trial = None
             finished = self.store.finish_trial(
-                trial.id, status="succeeded", objective=result.objective, objective_sd=result.objective_sd,
-                metrics=result.metrics, repetitions=reps, rebooted=rebooted,
+                trial.id, status="infeasible" if broken else "succeeded", objective=result.objective,
+                objective_sd=result.objective_sd, metrics=result.metrics, repetitions=reps,
+                rebooted=rebooted, error="; ".join(broken) or None,
             )
         self.reporter.trial_finished(finished, best_trial([*earlier, finished], experiment.maximize))
         return finished
+
+    def _broken_guards(self, source: str, metrics: dict[str, float], earlier: list[TrialRecord]) -> list[str]:
+        if not self.settings.guards:
+            return []
+        from tuner.guards import broken_guards
+
+        baseline = next((t.metrics for t in earlier if t.source == "baseline" and t.status == "succeeded"), None)
+        if source == "baseline":
+            broken = broken_guards([g for g in self.settings.guards if not g.relative], metrics, None)
+            for message in broken:
+                self.reporter.message(f"the baseline itself breaks a guard: {message}")
+            return []
+        return broken_guards(self.settings.guards, metrics, baseline)
 
     def _abort_current(self) -> None:
         if self._current_trial is not None:
