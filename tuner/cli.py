@@ -160,6 +160,9 @@ def _parse_settings(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, An
 @click.option("--no-warmup", is_flag=True, help="Skip the unmeasured warm-up run of each trial.")
 @click.option("--strict", is_flag=True, help="Refuse parameters the host lacks instead of skipping them.")
 @click.option("--engine", default="skopt", show_default=True, type=click.Choice(["skopt", "random"]))
+@click.option("--guard", "guards", multiple=True, metavar="EXPR",
+              help="Metric guard, e.g. 'ops_per_s>=0.95*baseline' or 'errors==0'; breaking one makes a trial infeasible.")
+@click.option("--no-profiles", is_flag=True, help="Do not measure the shipped tuned profiles after the baseline.")
 @click.option("--clients", type=click.IntRange(min=1), default=None, help="Workload clients/threads.")
 @click.option("--requests", type=click.IntRange(min=1), default=None, help="redis-benchmark requests per repetition.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
@@ -185,6 +188,7 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
         repetitions: int, no_warmup: bool, strict: bool, engine: str, clients: int | None,
         requests: int | None, settings: tuple[str, ...], app_settings: tuple[str, ...],
         max_trials: int | None, time_budget: str | None, until: str | None, patience: int | None,
+        guards: tuple[str, ...], no_profiles: bool,
         lock_timeout: str, log_file: str | None, quiet: bool, as_json: bool) -> None:
     """Tune the kernel under an application; resumes the experiment if it exists."""
     from spaces.loader import load_space
@@ -196,6 +200,7 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     from tuner.progress import UNBOUNDED_TRIALS, ConsoleReporter
 
     out = make_console(stderr=as_json)
+    parsed_guards = _guards(guards)  # bad input before anything is opened or stored
     budget = Budget.from_options(max_trials=max_trials, time_budget=time_budget, until=until,
                                  patience=patience, maximize=maximize)
     budgeted = any(v is not None for v in (max_trials, time_budget, until, patience))
@@ -225,7 +230,7 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     run_settings = RunSettings(
         experiment=name, trials=trials, objective=objective, maximize=maximize, seed=seed,
         repetitions=repetitions, warmup=not no_warmup, strict=strict, engine=engine,
-        should_stop=budget.should_stop,
+        should_stop=budget.should_stop, guards=parsed_guards, profiles=not no_profiles,
     )
     runner = ExperimentRunner(store, host, app_obj, workload, space, run_settings, reporter, target,
                               extra_settings={"workload": workload_settings})
@@ -345,17 +350,78 @@ def best(name: str, db: str, as_json: bool) -> None:
     trial = choice.trial
     if as_json:
         click.echo(json.dumps({
-            "experiment": experiment.name, "trial": trial.number,
-            "params": {k: space[k].coerce(v) if k in space else v for k, v in trial.params.items()},
-            "objective": trial.objective, "metric": experiment.objective, "metrics": trial.metrics,
-            "verified": choice.verified, "reason": choice.reason,
+            "experiment": experiment.name, "trial": trial.number, "trials": list(choice.trials),
+            "measurements": choice.measurements,
+            "params": {k: space[k].coerce(v) if k in space else v for k, v in choice.params.items()},
+            "objective": choice.objective, "estimate": choice.estimate, "metric": experiment.objective,
+            "metrics": trial.metrics, "verified": choice.verified, "reason": choice.reason,
+            "verification": choice.verification,
         }, default=str))
         return
     from tuner.export import render_sysctl_d
 
-    click.echo(render_sysctl_d(space, trial.params, header=(
-        f"ostune experiment {experiment.name}, trial {trial.number}: "
-        f"{experiment.objective} = {trial.objective:.4g} ({choice.reason})")))
+    click.echo(render_sysctl_d(space, choice.params, header=(
+        f"ostune experiment {experiment.name}, trial {trial.number} ({choice.measurements} measurement(s)): "
+        f"{experiment.objective} median {choice.objective:.4g} ({choice.reason})")))
+
+
+def _guards(texts: tuple[str, ...]) -> tuple:
+    from tuner.guards import parse_guards
+
+    return parse_guards(texts)
+
+
+@main.command()
+@click.argument("name")
+@db_option
+@click.option("--rounds", default=6, show_default=True, type=int, help="Interleaved rounds (at least 3).")
+@click.option("--repetitions", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Repetitions per measurement (the round's value is their median).")
+@click.option("--seed", default=None, type=int, help="Seed of the randomized order (default random; stored).")
+@click.option("--host", "host_spec", default=None, help="Host to verify on (default: the experiment's).")
+@click.option("--no-profiles", is_flag=True, help="Only baseline and recommended.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
+@handle_errors
+def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, host_spec: str | None,
+           no_profiles: bool, as_json: bool) -> None:
+    """Re-measure baseline, recommended and profiles, interleaved, with 95% CIs."""
+    import random as _random
+
+    from tuner.factory import TargetOptions, make_app_and_workload, make_host
+    from tuner.outcome import make_console
+    from tuner.progress import ConsoleReporter
+    from tuner.verify import MIN_ROUNDS, Verifier, render
+
+    if rounds < MIN_ROUNDS:
+        raise BadInputError(f"--rounds {rounds}: a confidence interval needs at least {MIN_ROUNDS} rounds")
+    out = make_console(stderr=as_json)
+    store = open_store(db, create=False, console=out)
+    experiment = _experiment(store, name)
+    target = experiment.target
+    app = {"mysql": "mariadb"}.get(str(target.get("app")), str(target.get("app")))
+    options = TargetOptions(app=app, command=target.get("command"), host=host_spec or str(target.get("host")),
+                            workload=dict(experiment.settings.get("workload") or {}))
+    app_obj, workload = make_app_and_workload(options)
+    host = make_host(options)
+    reporter = ConsoleReporter(out, interactive=False, quiet=False)
+    verifier = Verifier(store, host, app_obj, workload, experiment, rounds=rounds, repetitions=repetitions,
+                        seed=seed if seed is not None else _random.randrange(2**31), reporter=reporter,
+                        profiles=not no_profiles)
+    with _SignalGuard() as guard:
+        try:
+            report = verifier.run()
+        finally:
+            guard.stopping = True
+    for line in verifier.restored:
+        out.print(line, highlight=False)
+    for line in verifier.restore_failures:
+        out.print(f"restore failed: {line}", highlight=False)
+    if as_json:
+        click.echo(json.dumps({"verification": report.verification_id, "schedule": report.schedule,
+                               "results": report.results}, default=str))
+        return
+    for line in render(report, experiment):
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 @main.command()
