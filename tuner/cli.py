@@ -2,7 +2,11 @@
 
 Exit codes: 0 success · 1 internal error (a bug: rerun with OSTUNE_DEBUG=1 for the traceback) ·
 2 bad input · 3 database problem · 4 host unreachable or refused · 5 application or workload
-failed · 6 another run holds the host's lock · 130 interrupted (host restored).
+failed · 6 another run holds the host's lock (or took it over from this one) · 7 nothing improved:
+a budgeted run ended and no configuration beats the baseline beyond noise · 8 budget exhausted:
+--time-budget/--until/--max-trials ended a budgeted run before its --trials (or before any trial)
+· 130 interrupted (host restored). Codes 7 and 8 come only from runs given a budget option
+(--max-trials, --time-budget, --until, --patience); see tuner/outcome.py.
 """
 
 from __future__ import annotations
@@ -328,6 +332,12 @@ def show(name: str, db: str) -> None:
                   f"{len(trials)} trials, seed {experiment.seed}, target {experiment.target.get('app')} "
                   f"on {experiment.target.get('host')}")
     console.print(trials_table(trials, experiment.objective, best.number if best else None, names))
+    from tuner.report import best_so_far, sparkline
+
+    curve = [value for _, value in best_so_far(trials, experiment.maximize)]
+    if curve:
+        console.print(f"best-so-far {experiment.objective}: {sparkline(curve, experiment.maximize)} "
+                      f"{curve[0]:.4g} → {curve[-1]:.4g} over {len(curve)} succeeded trials", highlight=False)
 
 
 @main.command()
@@ -453,6 +463,10 @@ def spaces() -> None:
         table.add_row(name, str(len(space)), space.description)
     Console().print(table)
 
+
+from tuner.cli_reports import register as _register_report_commands  # noqa: E402
+
+_register_report_commands(main)
 
 if __name__ == "__main__":
     main()

@@ -24,3 +24,113 @@ def render_sysctl_d(space: Space, values: Mapping[str, object], header: str = ""
     if tokens:
         lines.append(f"# kernel command line (GRUB_CMDLINE_LINUX): {' '.join(tokens)}")
     return "\n".join(lines)
+
+
+# -- `ostune export` ----------------------------------------------------------------------------
+# Formats for a chosen configuration (sysctl.d, grub, tuned) and for the trials (json, csv).
+
+CONFIG_FORMATS = ("sysctl.d", "grub", "tuned")
+TRIAL_FORMATS = ("json", "csv")
+FORMATS = CONFIG_FORMATS + TRIAL_FORMATS
+
+#: sysfs files Red Hat tuned manages in its [vm] plugin rather than [sysfs]
+TUNED_VM_OPTIONS = {
+    "/sys/kernel/mm/transparent_hugepage/enabled": "transparent_hugepages",
+    "/sys/kernel/mm/transparent_hugepage/defrag": "transparent_hugepage.defrag",
+}
+
+
+def _boot_tokens_off_default(space: Space, values: Mapping[str, object]) -> list[str]:
+    """Boot tokens, leaving out parameters at their default (the kernel's own behaviour)."""
+    present = {k: space[k].coerce(v) for k, v in values.items() if k in space}
+    changed = {k: v for k, v in present.items()
+               if space[k].kind == "boot" and (space[k].default is None or v != space[k].coerce(space[k].default))}
+    return boot_tokens(space, changed)
+
+
+def render_grub(space: Space, values: Mapping[str, object]) -> str:
+    """One line for /etc/default/grub.d/ostune.cfg (Debian/Ubuntu source it after
+    /etc/default/grub), appending the boot parameters to whatever GRUB_CMDLINE_LINUX holds."""
+    tokens = _boot_tokens_off_default(space, values)
+    for token in tokens:
+        if '"' in token or "$" in token or "`" in token or "\\" in token:
+            raise ValueError(f"boot token {token!r} cannot be written into a GRUB shell fragment")
+    return f'GRUB_CMDLINE_LINUX="${{GRUB_CMDLINE_LINUX}}{"".join(" " + t for t in tokens)}"'
+
+
+def render_tuned(space: Space, values: Mapping[str, object], *, summary: str, include: str | None = None) -> str:
+    """tuned.conf of a Red Hat tuned profile: [main], then [sysctl], [vm], [sysfs] and [bootloader]
+    for the kinds of parameters present."""
+    present = {k: space[k].coerce(v) for k, v in values.items() if k in space}
+    sections: dict[str, list[str]] = {"main": [f"summary={summary.replace(chr(10), ' ')}"]}
+    if include:
+        sections["main"].append(f"include={include}")
+    for param in space.parameters:
+        if param.name not in present:
+            continue
+        text = param.render(present[param.name])
+        if param.kind == "sysctl":
+            sections.setdefault("sysctl", []).append(f"{param.name}={text}")
+        elif param.kind in ("sysfs", "debugfs"):
+            path = family_for(param).path(param)
+            if path in TUNED_VM_OPTIONS:
+                sections.setdefault("vm", []).append(f"{TUNED_VM_OPTIONS[path]}={text}")
+            else:
+                sections.setdefault("sysfs", []).append(f"{path}={text}")
+    tokens = _boot_tokens_off_default(space, values)
+    if tokens:
+        sections["bootloader"] = [f"cmdline={' '.join(tokens)}"]
+    out = []
+    for name in ("main", "sysctl", "vm", "sysfs", "bootloader"):
+        if name not in sections:
+            continue
+        lines = sections[name]
+        out.append(f"[{name}]")
+        out.extend(lines)
+        out.append("")
+    return "\n".join(out)
+
+
+def trial_rows(trials: list) -> tuple[list[dict[str, object]], list[str]]:  # type: ignore[type-arg]
+    """One flat dict per trial (params as `param:NAME`, metrics as `metric:NAME`) and the columns."""
+    params = sorted({k for t in trials for k in t.params})
+    metrics = sorted({k for t in trials for k in t.metrics})
+    base = ["trial", "status", "source", "objective", "objective_sd", "repetitions", "started_at",
+            "duration_s", "error"]
+    rows = []
+    for t in trials:
+        row: dict[str, object] = {
+            "trial": t.number, "status": t.status, "source": t.source, "objective": t.objective,
+            "objective_sd": t.objective_sd, "repetitions": t.repetitions,
+            "started_at": t.started_at.isoformat() if t.started_at else None,
+            "duration_s": t.duration_s, "error": t.error,
+        }
+        row.update({f"param:{k}": t.params.get(k) for k in params})
+        row.update({f"metric:{k}": t.metrics.get(k) for k in metrics})
+        rows.append(row)
+    return rows, base + [f"param:{k}" for k in params] + [f"metric:{k}" for k in metrics]
+
+
+def render_trials_json(experiment: object, trials: list) -> str:  # type: ignore[type-arg]
+    import json
+
+    rows, _ = trial_rows(trials)
+    doc = {
+        "experiment": getattr(experiment, "name"), "objective": getattr(experiment, "objective"),
+        "direction": getattr(experiment, "direction"), "space": getattr(experiment, "space"),
+        "target": getattr(experiment, "target"), "trials": rows,
+    }
+    return json.dumps(doc, indent=2, default=str) + "\n"
+
+
+def render_trials_csv(trials: list) -> str:  # type: ignore[type-arg]
+    import csv
+    import io
+
+    rows, columns = trial_rows(trials)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+    return buffer.getvalue()

@@ -1,0 +1,171 @@
+"""Commands for reading results: `ostune report`, `ostune export`, `ostune compare`.
+Registered on the main group by tuner/cli.py; errors become messages there (`handle_errors`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from tuner.errors import BadInputError
+
+
+def _load_space(experiment):  # type: ignore[no-untyped-def]
+    import yaml
+
+    from spaces.loader import parse_space
+
+    return parse_space(yaml.safe_dump(experiment.space), source=f"experiment {experiment.name}")
+
+
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        raise BadInputError(f"--output {path}: {exc.strerror}") from None
+
+
+def _chosen_trial(store, experiment, trial_number: int | None):  # type: ignore[no-untyped-def]
+    from tuner.recommend import recommend
+
+    if trial_number is not None:
+        trial = next((t for t in store.trials(experiment.id) if t.number == trial_number), None)
+        if trial is None:
+            raise BadInputError(f"experiment {experiment.name!r} has no trial {trial_number}")
+        if trial.status != "succeeded":
+            raise BadInputError(f"trial {trial_number} of {experiment.name!r} did not succeed ({trial.status})")
+        return trial, f"trial {trial_number} (chosen with --trial)"
+    choice = recommend(store, experiment)
+    if choice is None:
+        raise BadInputError(f"experiment {experiment.name!r} has no succeeded trial yet")
+    return choice.trial, choice.reason
+
+
+def register(main: click.Group) -> None:
+    from tuner.cli import _experiment, db_option, handle_errors, open_store
+
+    @main.command()
+    @click.argument("name")
+    @db_option
+    @click.option("--output", "-o", default=None, help="HTML file to write [default: NAME.html].")
+    @handle_errors
+    def report(name: str, db: str, output: str | None) -> None:
+        """A self-contained HTML report of an experiment (plots embedded)."""
+        from tuner import report as rep
+
+        store = open_store(db, create=False)
+        experiment = _experiment(store, name)
+        data = rep.load(store, experiment)
+        path = output or f"{name}.html"
+        _write(path, rep.render(data))
+        click.echo(f"wrote {path} ({os.path.getsize(path) // 1024} KiB, {len(data.trials)} trials)")
+
+    @main.command()
+    @click.argument("name")
+    @db_option
+    @click.option("--format", "fmt", required=True,
+                  type=click.Choice(["sysctl.d", "grub", "tuned", "json", "csv"]),
+                  help="sysctl.d drop-in, GRUB_CMDLINE_LINUX line, tuned profile directory, or the trials.")
+    @click.option("--output", "-o", default=None,
+                  help="File to write (a directory for --format tuned) [default: stdout; tuned: ./ostune-NAME].")
+    @click.option("--trial", "trial_number", type=int, default=None,
+                  help="Export this trial's configuration instead of the recommended one.")
+    @handle_errors
+    def export(name: str, db: str, fmt: str, output: str | None, trial_number: int | None) -> None:
+        """Export the recommended configuration (sysctl.d, grub, tuned) or all trials (json, csv)."""
+        from tuner import export as ex
+
+        store = open_store(db, create=False)
+        experiment = _experiment(store, name)
+        if fmt in ex.TRIAL_FORMATS:
+            trials = store.trials(experiment.id)
+            text = ex.render_trials_json(experiment, trials) if fmt == "json" else ex.render_trials_csv(trials)
+        else:
+            space = _load_space(experiment)
+            trial, reason = _chosen_trial(store, experiment, trial_number)
+            summary = (f"ostune {experiment.name} trial {trial.number}: {experiment.objective} = "
+                       f"{trial.objective:.4g} ({reason})")
+            if fmt == "sysctl.d":
+                text = ex.render_sysctl_d(space, trial.params, header=summary) + "\n"
+            elif fmt == "grub":
+                try:
+                    text = ex.render_grub(space, trial.params) + "\n"
+                except ValueError as exc:
+                    raise BadInputError(str(exc)) from None
+            else:
+                directory = Path(output or f"ostune-{experiment.name}")
+                if directory.exists() and not directory.is_dir():
+                    raise BadInputError(f"--output {directory}: exists and is not a directory (tuned profiles are directories)")
+                try:
+                    directory.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise BadInputError(f"--output {directory}: {exc.strerror}") from None
+                _write(str(directory / "tuned.conf"), ex.render_tuned(space, trial.params, summary=summary))
+                click.echo(f"wrote tuned profile {directory}/tuned.conf "
+                           f"(install: cp -r {directory} /etc/tuned/; tuned-adm profile {directory.name})")
+                return
+        if output:
+            _write(output, text)
+            click.echo(f"wrote {output}", err=True)
+        else:
+            click.echo(text, nl=False)
+
+    @main.command()
+    @click.argument("a")
+    @click.argument("b")
+    @db_option
+    @click.option("--db-b", default=None, help="Database of B, if not the same as A's.")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @handle_errors
+    def compare(a: str, b: str, db: str, db_b: str | None, as_json: bool) -> None:
+        """Compare two experiments: trials, baseline, best, change, and the best configurations."""
+        from tuner.compare import compare_experiments
+
+        store_a = open_store(db, create=False)
+        store_b = open_store(db_b, create=False) if db_b else store_a
+        doc = compare_experiments(store_a, _experiment(store_a, a), store_b, _experiment(store_b, b))
+        if as_json:
+            click.echo(json.dumps(doc, default=str))
+            return
+        _print_compare(doc)
+
+
+def _print_compare(doc: dict[str, Any]) -> None:
+    from tuner.progress import format_value
+
+    console = Console(highlight=False)
+    a, b = doc["a"], doc["b"]
+    table = Table(title=f"{a['experiment']} vs {b['experiment']}")
+    table.add_column("")
+    table.add_column(a["experiment"], justify="right")
+    table.add_column(b["experiment"], justify="right")
+    rows = [("objective", "objective"), ("trials", "trials"), ("succeeded", "succeeded"),
+            ("baseline", "baseline_objective"), ("best", "best_objective"), ("best trial", "best_trial"),
+            ("best ± sd", "best_sd"), ("change vs baseline", "improvement"), ("verified", "verified"),
+            ("host", "host"), ("kernel", "kernel")]
+    for label, key in rows:
+        def cell(side: dict[str, Any]) -> str:
+            value = side.get(key)
+            if key == "improvement" and value is not None:
+                return f"{value:+.1%}"
+            return "-" if value is None else format_value(value)
+        table.add_row(label, cell(a), cell(b))
+    console.print(table)
+    if doc["params"]:
+        params = Table(title="best configurations")
+        params.add_column("parameter")
+        params.add_column(a["experiment"])
+        params.add_column(b["experiment"])
+        for row in doc["params"]:
+            style = "bold" if row["differs"] else None
+            params.add_row(row["name"], format_value(row["a"]) if row["a"] is not None else "-",
+                           format_value(row["b"]) if row["b"] is not None else "-", style=style)
+        console.print(params)
+    if doc.get("best_ratio") is not None:
+        console.print(f"best {a['objective']}: {b['experiment']} / {a['experiment']} = {doc['best_ratio']:.3f}"
+                      + ("" if doc["comparable"] else " (not comparable: different objective or host)"))

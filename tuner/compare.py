@@ -1,0 +1,51 @@
+"""`ostune compare A B`: two experiments side by side (e.g. last night vs the night before)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage.store import ExperimentRecord, ResultStore
+
+
+def _side(store: ResultStore, experiment: ExperimentRecord) -> dict[str, Any]:
+    from tuner.budget import improved_beyond_noise
+    from tuner.experiment import best_trial
+    from tuner.outcome import is_verified
+    from tuner.recommend import recommend
+
+    trials = store.trials(experiment.id)
+    best = best_trial(trials, experiment.maximize)
+    baseline = next((t for t in trials if t.source == "baseline" and t.status == "succeeded"), None)
+    choice = recommend(store, experiment)
+    facts = next((r["host_facts"] for r in reversed(store.runs_for(experiment.id)) if r.get("host_facts")), {})
+    improvement = None
+    if best and baseline and baseline.objective:
+        improvement = (best.objective - baseline.objective) / baseline.objective  # type: ignore[operator]
+    return {
+        "experiment": experiment.name, "objective": f"{experiment.direction} {experiment.objective}",
+        "metric": experiment.objective, "maximize": experiment.maximize,
+        "trials": len(trials), "succeeded": sum(t.status == "succeeded" for t in trials),
+        "baseline_objective": baseline.objective if baseline else None,
+        "best_objective": best.objective if best else None, "best_trial": best.number if best else None,
+        "best_sd": best.objective_sd if best else None, "improvement": improvement,
+        "improved": improved_beyond_noise(trials, experiment.maximize),
+        "verified": bool(choice and choice.verified) or is_verified(store, experiment, choice.trial.number if choice else None),
+        "host": experiment.target.get("host"), "kernel": facts.get("kernel"),
+        "best_params": best.params if best else {},
+    }
+
+
+def compare_experiments(store_a: ResultStore, a: ExperimentRecord, store_b: ResultStore,
+                        b: ExperimentRecord) -> dict[str, Any]:
+    side_a, side_b = _side(store_a, a), _side(store_b, b)
+    names = list(dict.fromkeys([*a.space.get("parameters", {}), *b.space.get("parameters", {})]))
+    params = []
+    for name in names:
+        va, vb = side_a["best_params"].get(name), side_b["best_params"].get(name)
+        params.append({"name": name, "a": va, "b": vb, "differs": va != vb})
+    ratio = None
+    if side_a["best_objective"] and side_b["best_objective"] is not None:
+        ratio = side_b["best_objective"] / side_a["best_objective"]
+    comparable = side_a["objective"] == side_b["objective"] and side_a["host"] == side_b["host"]
+    return {"a": side_a, "b": side_b, "params": params, "best_ratio": ratio, "comparable": comparable,
+            "same_space": a.space_hash == b.space_hash}
