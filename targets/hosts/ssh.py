@@ -12,6 +12,7 @@ import getpass
 import logging
 import re
 import shlex
+import uuid
 import socket
 import time
 from pathlib import Path
@@ -183,12 +184,19 @@ class SshSession:
         self.open()
         assert self._conn is not None
         try:
+            if input_text is not None:
+                # invoke never sends EOF after an in_stream, so `redis-cli --pipe` and friends would
+                # wait for more input until the timeout: upload the input and redirect from it.
+                remote = f"/tmp/ostune-stdin-{uuid.uuid4().hex}"
+                self._conn.put(io.BytesIO(input_text.encode()), remote=remote)
+                quoted = shlex.quote(remote)
+                command = f"{{ {command} ; }} < {quoted}; rc=$?; rm -f {quoted}; exit $rc"
             result = self._conn.run(
                 command,
                 hide=True,
                 warn=True,
                 pty=False,
-                in_stream=io.StringIO(input_text) if input_text is not None else False,
+                in_stream=False,
                 timeout=timeout_s,
             )
         except CommandTimedOut as exc:
