@@ -1,0 +1,198 @@
+"""Relations, guards, shipped profiles, racing and `ostune verify`, end to end through the real
+CLI with the command workload on the `none` host (what would be applied is what the command gets)."""
+
+import json
+import sys
+
+import pytest
+
+from spaces.loader import parse_space
+from tests.helpers import ostune, query
+from tuner.optimizer import Observation, propose
+
+# The command logs every configuration it receives, then prints metrics computed by FORMULA from
+# the configuration `p` and a deterministic noise draw `z` (N(0,1), seeded by a call counter).
+COMMAND = (
+    f"{sys.executable} -c \"import json,os,sys,math,random;"
+    "p=json.load(open(os.environ['OSTUNE_PARAMS_FILE']));"
+    "log=os.environ['T_LOG'];n=sum(1 for _ in open(log)) if os.path.exists(log) else 0;"
+    "open(log,'a').write(json.dumps(p)+chr(10));"
+    "z=random.Random(n).gauss(0,1);"
+    "print(json.dumps(eval(os.environ['T_FORMULA'])))\""
+)
+
+
+def run(tmp_path, space_text, formula, *extra, trials=20, experiment="e"):
+    space = tmp_path / "space.yaml"
+    space.write_text(space_text)
+    env = {"T_LOG": str(tmp_path / f"{experiment}.log"), "T_FORMULA": formula}
+    result = ostune("run", "--app", "command", "--host", "none", "--space", str(space), "--command", COMMAND,
+                    "--trials", str(trials), "--experiment", experiment, "--db", f"sqlite:///{tmp_path}/t.db",
+                    "--seed", "5", "--repetitions", "1", *extra, env=env)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in (tmp_path / f"{experiment}.log").read_text().splitlines()]
+
+
+RELATION_SPACE = """
+parameters:
+  vm.dirty_background_ratio: {kind: sysctl, type: int, range: [1, 50], default: 10}
+  vm.dirty_ratio: {kind: sysctl, type: int, range: [1, 50], default: 20}
+  x.noise: {kind: sysctl, type: float, range: [0.0, 1.0], default: 0.5}
+relations:
+  - vm.dirty_background_ratio < vm.dirty_ratio
+"""
+
+
+def test_relation_violating_configurations_are_never_applied(tmp_path):
+    # The unconstrained optimum (background 50, ratio 1) violates the relation: the optimizer is
+    # pushed against it all run long.
+    formula = "{'p99_ms': (1 + (50 - p['vm.dirty_background_ratio']) / 10 + p['vm.dirty_ratio'] / 10) * math.exp(0.05 * z)}"
+    received = run(tmp_path, RELATION_SPACE, formula, trials=25)
+    assert len(received) == 25
+    assert all(p["vm.dirty_background_ratio"] < p["vm.dirty_ratio"] for p in received), received
+    # the search did go to the boundary (so the relation was binding, not trivially satisfied)
+    assert min(p["vm.dirty_ratio"] - p["vm.dirty_background_ratio"] for p in received) <= 3
+    rejects = query(tmp_path / "t.db", "select sum(json_extract(proposal_json, '$.relation_rejects')) from trials")
+    assert rejects[0][0] is not None
+
+
+def test_propose_never_returns_a_violating_configuration_for_many_seeds():
+    space = parse_space(RELATION_SPACE)
+    for seed in range(6):
+        history = []
+        for _ in range(14):
+            p = propose(space, history, seed=seed, maximize=False).params
+            assert p["vm.dirty_background_ratio"] < p["vm.dirty_ratio"]
+            value = 1 + (50 - p["vm.dirty_background_ratio"]) / 10 + p["vm.dirty_ratio"] / 10
+            history.append(Observation(p, "succeeded", value, "optimizer", len(history) + 1))
+
+
+GUARD_SPACE = """
+parameters:
+  x.a: {kind: sysctl, type: int, range: [0, 20], default: 2}
+  x.b: {kind: sysctl, type: float, range: [0.0, 1.0], default: 0.5}
+"""
+# Latency falls as x.a rises, but above 12 throughput collapses (e.g. busy polling starves the
+# workers): the best latencies are behind a guard.
+GUARD_FORMULA = ("{'p99_ms': (1 + (20 - p['x.a']) / 10) * math.exp(0.03 * z), "
+                 "'ops_per_s': 1000.0 if p['x.a'] <= 12 else 600.0, 'errors': 0}")
+
+
+def test_guard_violations_are_stored_infeasible_and_steer_proposals_away(tmp_path):
+    guarded = run(tmp_path, GUARD_SPACE, GUARD_FORMULA, "--guard", "ops_per_s>=0.95*baseline",
+                  "--guard", "errors==0", trials=24, experiment="guarded")
+    free = run(tmp_path, GUARD_SPACE, GUARD_FORMULA, trials=24, experiment="free")
+    db = tmp_path / "t.db"
+    rows = query(db, "select trial, status, error, p99_ms from trial_results where experiment='guarded' order by trial")
+    infeasible = [r for r in rows if r[1] == "infeasible"]
+    assert infeasible, rows
+    assert all("guard 'ops_per_s>=0.95*baseline' broken: ops_per_s = 600" in r[2] for r in infeasible)
+    assert all(r[3] is not None for r in infeasible)  # the measurement is kept
+    assert {r[1] for r in rows} <= {"succeeded", "infeasible"}
+    # Where the model goes in the second half: the unguarded run crowds the fast, low-throughput
+    # region; the guarded one learns it is infeasible and stays out (mostly).
+    late_free = sum(p["x.a"] > 12 for p in free[12:])
+    late_guarded = sum(p["x.a"] > 12 for p in guarded[12:])
+    assert late_free >= 8, free
+    assert late_guarded <= 3, guarded
+    best = json.loads(ostune("best", "guarded", "--db", f"sqlite:///{db}", "--json").stdout)
+    assert best["params"]["x.a"] <= 12
+
+
+def test_a_bad_guard_is_one_line_and_stores_nothing(tmp_path):
+    space = tmp_path / "s.yaml"
+    space.write_text(GUARD_SPACE)
+    db = tmp_path / "g.db"
+    result = ostune("run", "--app", "command", "--host", "none", "--space", str(space), "--command", "true",
+                    "--db", f"sqlite:///{db}", "--guard", "ops_per_s >= lots")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "--guard 'ops_per_s >= lots'" in result.stderr
+    assert not db.exists()
+
+
+PROFILE_SPACE = """
+parameters:
+  vm.swappiness: {kind: sysctl, type: int, range: [0, 100], default: 60}
+  net.core.busy_read: {kind: sysctl, type: int, range: [0, 100], default: 0}
+  transparent_hugepage.enabled:
+    kind: sysfs
+    path: /sys/kernel/mm/transparent_hugepage/enabled
+    type: categorical
+    choices: [always, madvise, never]
+    default: always
+"""
+
+
+def test_shipped_profiles_are_measured_right_after_the_baseline(tmp_path):
+    formula = "{'p99_ms': 1 + p['vm.swappiness'] / 100 + 0.01 * z}"
+    received = run(tmp_path, PROFILE_SPACE, formula, trials=4)
+    rows = query(tmp_path / "t.db", "select trial, source from trial_results order by trial")
+    assert [r[1] for r in rows[:3]] == ["baseline", "profile:latency-performance", "profile:network-latency"]
+    assert received[0] == {"vm.swappiness": 60, "net.core.busy_read": 0, "transparent_hugepage.enabled": "always"}
+    # latency-performance sets only swappiness of these; network-latency includes it and adds the rest
+    assert received[1] == {"vm.swappiness": 10, "net.core.busy_read": 0, "transparent_hugepage.enabled": "always"}
+    assert received[2] == {"vm.swappiness": 10, "net.core.busy_read": 50, "transparent_hugepage.enabled": "never"}
+
+
+def test_no_profiles_skips_them(tmp_path):
+    run(tmp_path, PROFILE_SPACE, "{'p99_ms': 1 + 0.01 * z}", "--no-profiles", trials=3)
+    sources = [r[0] for r in query(tmp_path / "t.db", "select source from trial_results order by trial")]
+    assert not any(s.startswith("profile:") for s in sources)
+
+
+VERIFY_SPACE = """
+parameters:
+  vm.swappiness: {kind: sysctl, type: int, range: [0, 100], default: 60}
+  x.a: {kind: sysctl, type: int, range: [0, 10], default: 2}
+"""
+
+
+def test_verify_interleaves_stores_and_establishes_a_real_improvement(tmp_path):
+    # x.a >= 5 halves p99 (5% noise); swappiness does nothing.
+    formula = "{'p99_ms': (0.5 if p['x.a'] >= 5 else 1.0) * math.exp(0.05 * z), 'p999_ms': 2.0}"
+    run(tmp_path, VERIFY_SPACE, formula, trials=14)
+    db = f"sqlite:///{tmp_path}/t.db"
+    best = json.loads(ostune("best", "e", "--db", db, "--json").stdout)
+    assert best["params"]["x.a"] >= 5 and best["measurements"] >= 3 and best["verified"] is False
+    env = {"T_LOG": str(tmp_path / "verify.log"), "T_FORMULA": formula}
+    result = ostune("verify", "e", "--db", db, "--rounds", "4", "--repetitions", "1", "--seed", "2", env=env)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for r in range(1, 5):
+        assert f"round {r}: " in out
+    assert "profile:latency-performance" in out  # the shipped profile that sets swappiness
+    recommended = next(line for line in out.splitlines() if line.startswith("recommended") and "p99_ms" in line)
+    assert "improvement established" in recommended
+    assert query(tmp_path / "t.db", "select count(*) from verification_samples where metric='p99_ms'") == [(16,)]  # baseline, recommended, 2 profiles x 4 rounds
+    rows = query(tmp_path / "t.db", "select label, relative, ci_low, ci_high, established from verification_results "
+                                    "where metric='p99_ms' order by id")
+    by_label = {r[0]: r for r in rows}
+    assert by_label["recommended"][1] == pytest.approx(0.5, rel=0.1) and by_label["recommended"][4] == 1
+    assert by_label["profile:latency-performance"][4] == 0  # swappiness 10 changes nothing here
+    schedule = json.loads(query(tmp_path / "t.db", "select schedule_json from verifications")[0][0])
+    assert len(schedule) == 4 and all(len(r) == 4 for r in schedule)
+    best = json.loads(ostune("best", "e", "--db", db, "--json").stdout)
+    assert best["verified"] is True and "verified" in best["reason"]
+
+
+def test_verify_does_not_certify_an_unchanged_configuration(tmp_path):
+    formula = "{'p99_ms': math.exp(0.2 * z)}"  # nothing matters: 20% noise, like Redis p99
+    run(tmp_path, VERIFY_SPACE, formula, trials=12)
+    db = f"sqlite:///{tmp_path}/t.db"
+    env = {"T_LOG": str(tmp_path / "verify.log"), "T_FORMULA": formula}
+    result = ostune("verify", "e", "--db", db, "--rounds", "6", "--repetitions", "1", "--seed", "1",
+                    "--no-profiles", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "not established" in result.stdout
+    assert query(tmp_path / "t.db", "select established from verification_results where label='recommended'") == [(0,)]
+    best = json.loads(ostune("best", "e", "--db", db, "--json").stdout)
+    assert best["verified"] is False and "not established" in best["reason"]
+
+
+def test_verify_bad_input_is_one_line(tmp_path):
+    run(tmp_path, VERIFY_SPACE, "{'p99_ms': 1.0 + 0.01 * z}", trials=3)
+    db = f"sqlite:///{tmp_path}/t.db"
+    for args, message in ((["nope"], "no experiment named 'nope'"), (["e", "--rounds", "2"], "at least 3 rounds")):
+        result = ostune("verify", *args, "--db", db)
+        assert result.returncode == 2 and message in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
