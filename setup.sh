@@ -14,7 +14,7 @@ VENV="${OSTUNE_VENV:-.venv}"
 
 runtime_pkgs=(redis-server redis-tools)
 test_pkgs=(mariadb-server mariadb-client sysbench qemu-system-x86 qemu-utils openssh-client
-           openssh-server debootstrap sqlite3 systemd iproute2 procps kmod)
+           openssh-server debootstrap sqlite3 systemd iproute2 procps kmod chromium)
 
 need_apt=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
