@@ -92,3 +92,57 @@ def test_each_trial_boots_its_own_command_line_and_applies_runtime_values(tmp_pa
     assert with_tokens >= 1  # at least one trial really rebooted with proposed tokens
     assert query(db, "select count(*) from trials where rebooted") [0][0] >= 1
     assert qemu_pids_for(str(run_dir)) == []
+
+
+def test_mariadb_in_the_guest_completes_a_trial(tmp_path):
+    get_image("direct")
+    space = tmp_path / "space.yaml"
+    space.write_text("""
+parameters:
+  vm.dirty_ratio: {kind: sysctl, type: int, range: [5, 40]}
+  vm.dirty_background_ratio: {kind: sysctl, type: int, range: [1, 20]}
+relations:
+  - vm.dirty_background_ratio < vm.dirty_ratio
+""")
+    db = tmp_path / "m.db"
+    run_dir = tmp_path / "run"
+    proc = spawn_ostune(
+        "run", "--host", "qemu", "--host-set", "accel=tcg", "--host-set", f"run_dir={run_dir}",
+        "--host-set", f"cache_dir={cache_root() / 'images'}", "--app", "mariadb", "--space", str(space),
+        "--trials", "1", "--repetitions", "1", "--set", "time_s=2", "--set", "table_size=1000",
+        "--db", f"sqlite:///{db}", cwd=tmp_path)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err + out
+    (status, p99, tps, errors), = query(db, "select status, p99_ms, ops_per_s, errors from trial_results")
+    assert status == "succeeded" and p99 > 0 and tps > 0 and errors == 0
+    assert qemu_pids_for(str(run_dir)) == []
+
+
+def test_kill_9_of_a_qemu_run_leaves_no_qemu_and_the_next_command_cleans_up(tmp_path):
+    image = get_image("direct")
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    db = tmp_path / "k.db"
+    run_dir = tmp_path / "run"
+    proc = spawn_ostune(
+        "run", "--host", "qemu", "--host-set", "accel=tcg", "--host-set", f"run_dir={run_dir}",
+        "--host-set", f"cache_dir={cache_root() / 'images'}", "--space", str(space), "--trials", "3",
+        "--repetitions", "1", "--requests", "300", "--db", f"sqlite:///{db}", cwd=tmp_path)
+    deadline = time.monotonic() + 600
+    while not try_query(db, "select 1 from trials where status='running'") and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    assert qemu_pids_for(str(run_dir))  # the guest is up and serving the trial
+    proc.kill()
+    proc.wait()
+    # qemu dies with its owner (PR_SET_PDEATHSIG), without waiting for anyone to clean up
+    deadline = time.monotonic() + 15
+    while qemu_pids_for(str(run_dir)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert qemu_pids_for(str(run_dir)) == []
+    from tests.helpers import ostune
+    listed = ostune("experiments", "--db", f"sqlite:///{db}", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert query(db, "select status from trials") == [("aborted",)]
+    # the guest's journalled values died with its throwaway overlay: nothing is left pending
+    assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
