@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from storage.models import HostLock, Run, utcnow
 from storage.store import ResultStore
 from tuner.errors import LockHeldError, StorageError
-from tuner.ownership import ProcessIdentity, owner_is_alive
+from tuner.ownership import ProcessIdentity, owner_is_alive, process_start_ticks
 
 DEFAULT_TIMEOUT_S = 120.0
 
@@ -68,9 +68,11 @@ class HostLockGuard:
                             row.acquired_at, row.heartbeat_at)
 
     def _holder_dead(self, info: LockInfo) -> bool:
-        """The holder ran on this machine and is gone (only decidable through its run row)."""
+        """The holder ran on this machine and is gone."""
         if info.run_id is None:
-            return False
+            # Killed before its run row existed: on this machine a vanished pid is decisive (a
+            # reused pid only makes us wait for the timeout, the safe direction).
+            return info.holder_machine == self._me.machine and process_start_ticks(info.holder_pid) is None
         with self.store._session() as session:
             run = session.get(Run, info.run_id)
             if run is None:
