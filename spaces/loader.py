@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from spaces.model import KINDS, TYPES, Parameter, Relation, Space
+from spaces.placeholders import path_problem
 from tuner.errors import SpaceError
 
 PARAM_KEYS = {
@@ -151,6 +152,10 @@ def _parse_parameter(source: str, name: str, settings: Any) -> Parameter:
             raise fail("'path' is not used for kind boot (the name is the command-line key)")
         if not re.match(r"^[\w.\-]+$", name):
             raise fail("a boot parameter name is a kernel command-line key, e.g. mitigations")
+    if kind in ("sysfs", "debugfs"):
+        problem = path_problem(str(path))  # {name} placeholders, resolved per host at run time
+        if problem:
+            raise fail(f"path {path}: {problem}")
 
     low = high = None
     choices: tuple = ()

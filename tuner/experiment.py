@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 
 from spaces.model import Space, Value
+from spaces.placeholders import expand
 from storage.store import ExperimentRecord, ResultStore, TrialRecord
 from targets.apps.base import App, Endpoint
 from targets.hosts.base import Host
@@ -129,6 +130,8 @@ class ExperimentRunner:
         self.target = target
         self.extra_settings = extra_settings or {}
         self.run_id: int | None = None
+        #: the space with this host's placeholder values substituted into paths (see _probe)
+        self.host_space: Space = space
         self.state: HostState | None = None
         self._endpoint: Endpoint | None = None
         self._current_trial: TrialRecord | None = None
@@ -141,7 +144,14 @@ class ExperimentRunner:
             report = ProbeReport(available=self.space.names)
             report.current = {p.name: _default_value(p) for p in self.space.parameters}
             return report
-        return probe(self.host, self.space, strict=self.settings.strict)
+        # {placeholders} in paths (e.g. /sys/block/{datadir_device}/...) come from the running
+        # app; the stored space and its hash keep the placeholder text.
+        expansion = expand(self.space, self.app.placeholders(self.host), app_name=self.app.name)
+        self.host_space = expansion.space
+        for name, (value, source) in expansion.used.items():
+            self.reporter.message(f"{{{name}}} = {value}" + (f" ({source})" if source else ""))
+        return probe(self.host, expansion.space, strict=self.settings.strict,
+                     check_writable=expansion.expanded, skipped=expansion.skipped)
 
     def run(self) -> RunSummary:
         existing, space = resolve_experiment(
@@ -154,13 +164,14 @@ class ExperimentRunner:
         experiment: ExperimentRecord | None = None
         try:
             self.host.start()
+            # Start the application before anything is stored: a missing binary or a server that
+            # does not come up is bad input, and bad input leaves the database unchanged. It
+            # starts before the probe because some parameter paths depend on it (its datadir's disk).
+            self._endpoint = self.app.start(self.host)
             report = self._probe()
             summary.skipped = report.skipped
             if report.skipped:
                 self.reporter.skipped(report.skipped)
-            # Start the application before anything is stored: a missing binary or a server that
-            # does not come up is bad input, and bad input leaves the database unchanged.
-            self._endpoint = self.app.start(self.host)
             self.workload.prepare(self.host, self._endpoint)
             experiment = existing or self.store.create_experiment(
                 name=self.settings.experiment, space=_space_doc(space), space_hash=space.hash(),
@@ -177,7 +188,7 @@ class ExperimentRunner:
                 skipped=report.skipped,
             )
             if self.host.applies_kernel_params:
-                self.state = HostState(self.host, space, self.store, self.run_id, report)
+                self.state = HostState(self.host, self.host_space, self.store, self.run_id, report)
                 self.state.journal()
             before = self.store.trials(experiment.id)
             self.reporter.run_started(experiment, self.settings.trials, len(before))

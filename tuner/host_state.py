@@ -4,12 +4,12 @@ values (journalled before any write), applying a configuration, and putting ever
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Collection, Mapping
 
-from spaces.model import Space, Value, boot_tokens, values_equal
+from spaces.model import Parameter, Space, Value, boot_tokens, values_equal
 from storage.store import JournalRecord, ResultStore
 from targets.hosts.base import Host
-from targets.knobs import BootKnobs, family_for, parse_knob_text
+from targets.knobs import Availability, BootKnobs, family_for, parse_knob_text
 from tuner.errors import ApplyError, HostError, KnobUnavailableError
 
 
@@ -31,11 +31,21 @@ class ApplyOutcome:
     restart_for: list[str] = field(default_factory=list)
 
 
-def probe(host: Host, space: Space, *, strict: bool = False) -> ProbeReport:
+def probe(host: Host, space: Space, *, strict: bool = False, check_writable: Collection[str] = (),
+          skipped: Mapping[str, str] | None = None) -> ProbeReport:
     """Read every parameter once. Missing non-optional parameters are errors (likely typos);
     optional ones, and ones the kernel forbids (lockdown, EPERM), are skipped with the reason.
-    With strict=True anything unavailable is an error."""
+    With strict=True anything unavailable is an error.
+
+    ``check_writable``: parameters whose file is found per host (placeholder paths such as
+    /sys/block/{datadir_device}/queue/scheduler) are also written back with the value just read
+    (a no-op for the kernel) and skipped with the reason if that write is refused. ``skipped``:
+    parameters already known to be unavailable (e.g. an unresolved placeholder), with reasons."""
     report = ProbeReport()
+    for name, reason in (skipped or {}).items():
+        if strict:
+            raise KnobUnavailableError(f"{name}: {reason}")
+        report.skipped[name] = reason
     boot_knobs = BootKnobs()
     for param in space.parameters:
         if param.kind == "boot":
@@ -49,6 +59,8 @@ def probe(host: Host, space: Space, *, strict: bool = False) -> ProbeReport:
             report.current[param.name] = boot_knobs.read(host, param)  # type: ignore[assignment]
             continue
         availability = family_for(param).probe(host, param)
+        if availability.available and param.name in check_writable:
+            availability = _check_writable(host, param, availability)
         if availability.available:
             assert availability.current is not None
             report.available.append(param.name)
@@ -66,6 +78,16 @@ def probe(host: Host, space: Space, *, strict: bool = False) -> ProbeReport:
             + "; ".join(f"{k}: {v}" for k, v in list(report.skipped.items())[:3])
         )
     return report
+
+
+def _check_writable(host: Host, param: Parameter, availability: Availability) -> Availability:
+    assert availability.current is not None
+    family = family_for(param)
+    try:
+        family.write_raw(host, param, availability.current)
+    except HostError as exc:
+        return Availability(param.name, False, f"{family.path(param)} is not writable here ({exc})")
+    return availability
 
 
 class HostState:
@@ -119,9 +141,20 @@ class HostState:
             if param.restart and changed:
                 outcome.restart_for.append(param.name)
             self._applied[param.name] = value
+        self._recheck(values)
         if outcome.rebooted:
             outcome.restart_for.append("(reboot)")
         return outcome
+
+    def _recheck(self, values: Mapping[str, Value]) -> None:
+        """Read every written knob once more: a later write can move an earlier one (switching a
+        disk's I/O scheduler resets its nr_requests). A moved knob is written again, once."""
+        for param in self.space.parameters:
+            if param.kind == "boot" or param.name not in values:
+                continue
+            family = family_for(param)
+            if not values_equal(param, values[param.name], family.read_raw(self.host, param)):
+                family.apply(self.host, param, values[param.name])
 
     def _is_default_token(self, token: str) -> bool:
         # A boot parameter at its default is left off the command line (the kernel's own default).
@@ -145,14 +178,24 @@ class HostState:
 def restore_entries(
     host: Host, store: ResultStore, entries: list[JournalRecord], log: Callable[[str], None] | None = None,
 ) -> list[str]:
-    """Write originals back (newest first), read back, and mark each entry restored."""
+    """Write originals back (newest first), read back; then check all of them once more (a
+    later write can move an earlier knob: switching a disk's I/O scheduler resets its
+    nr_requests), writing a moved one again; mark each entry restored."""
     failures = []
+    written = []
     for entry in reversed(entries):
         try:
-            host.write_text(entry.path, entry.original)
-            actual = parse_knob_text(host.read_text(entry.path))
-            if " ".join(actual.split()) != " ".join(entry.original.split()):
-                raise ApplyError(f"wrote {entry.original!r} back but the kernel reports {actual!r}")
+            _write_back(host, entry)
+        except (HostError, OSError) as exc:
+            message = f"{entry.name}: could not restore {entry.original!r}: {exc}"
+            store.mark_restored(entry.id, error=message)
+            failures.append(message)
+            continue
+        written.append(entry)
+    for entry in written:
+        try:
+            if not _same(parse_knob_text(host.read_text(entry.path)), entry.original):
+                _write_back(host, entry)
         except (HostError, OSError) as exc:
             message = f"{entry.name}: could not restore {entry.original!r}: {exc}"
             store.mark_restored(entry.id, error=message)
@@ -162,6 +205,17 @@ def restore_entries(
         if log:
             log(f"restored {entry.name} = {entry.original}")
     return failures
+
+
+def _same(actual: str, original: str) -> bool:
+    return " ".join(actual.split()) == " ".join(original.split())
+
+
+def _write_back(host: Host, entry: JournalRecord) -> None:
+    host.write_text(entry.path, entry.original)
+    actual = parse_knob_text(host.read_text(entry.path))
+    if not _same(actual, entry.original):
+        raise ApplyError(f"wrote {entry.original!r} back but the kernel reports {actual!r}")
 
 
 

@@ -18,6 +18,17 @@ class Endpoint:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Placeholder:
+    """The value of a ``{name}`` placeholder in a parameter's path on one host (e.g.
+    ``/sys/block/{datadir_device}/queue/scheduler``), or None with the reason it has none."""
+
+    value: str | None
+    reason: str = ""
+    #: what the value was derived from, for the run's log (e.g. "datadir /tmp/x/data")
+    source: str = ""
+
+
 class App(abc.ABC):
     """An application under test. Lifecycle methods are idempotent."""
 
@@ -44,6 +55,12 @@ class App(abc.ABC):
     def pids(self) -> list[int]:
         """Process ids of the application on its host (excluded from 'other CPU time')."""
         return []
+
+    def placeholders(self, host: Host) -> dict[str, Placeholder]:
+        """Values for ``{name}`` placeholders in the space's parameter paths, asked after start()
+        (the block device of a datadir is only known then). Parameters whose placeholder is not
+        listed, or has no value, are skipped with the reason."""
+        return {}
 
     def describe(self) -> dict[str, object]:
         """What is stored as the experiment's target description (never secrets)."""

@@ -29,7 +29,7 @@ import time
 from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
-from targets.apps.base import App, Endpoint
+from targets.apps.base import App, Endpoint, Placeholder
 from targets.apps.redis import free_loopback_port, log_tail
 from targets.hosts.base import Host, SpawnedProcess
 from tuner.errors import AppError, BadInputError, HostError
@@ -433,6 +433,12 @@ class MariaDBApp(App):
             return [self._proc.pid]
         return []
 
+    def placeholders(self, host: Host) -> dict[str, Placeholder]:
+        """``{datadir_device}``: the block device holding the private datadir (after start)."""
+        if not self.datadir:
+            return {"datadir_device": Placeholder(None, "mariadbd is not running, so its datadir is unknown")}
+        return {"datadir_device": device_placeholder(host, self.datadir)}
+
     def describe(self) -> dict[str, object]:
         doc: dict[str, object] = {"app": "mysql", "server": "mariadb", "managed": True}
         if self._version:
@@ -576,6 +582,21 @@ class ExternalMySQL(App):
             return []
         return sorted({int(p) for p in re.findall(r"pid=(\d+)", r.stdout)})
 
+    def placeholders(self, host: Host) -> dict[str, Placeholder]:
+        """``{datadir_device}`` when the server runs on the tuned host (DSN host on its loopback):
+        the block device under its ``@@datadir``. Read-only: one SELECT."""
+        if self._hostname not in ("127.0.0.1", "localhost", "::1"):
+            return {"datadir_device": Placeholder(
+                None, f"the server at {self._hostname}:{self._port} is not on the tuned host's loopback, "
+                      "so the disk holding its datadir is unknown")}
+        try:
+            datadir = self._query(host, "SELECT @@datadir").strip()
+        except AppError as exc:
+            return {"datadir_device": Placeholder(None, f"cannot ask the server for its datadir: {exc}")}
+        if not datadir.startswith("/"):
+            return {"datadir_device": Placeholder(None, f"the server reports datadir {datadir!r}, not an absolute path")}
+        return {"datadir_device": device_placeholder(host, datadir)}
+
     def describe(self) -> dict[str, object]:
         doc: dict[str, object] = {"app": "mysql", "managed": False, "dsn": self.safe_dsn,
                                   "note": "external server: never started, stopped or reconfigured by ostune"}
@@ -613,6 +634,21 @@ def _block_name_from_sys(host: Host, sys_path: str) -> str | None:
     if host.exists(f"{sys_path}/partition"):
         name = posixpath.basename(posixpath.dirname(sys_path.rstrip("/")))
     return name if host.exists(f"/sys/block/{name}") else None
+
+
+def device_placeholder(host: Host, datadir: str) -> Placeholder:
+    """The ``{datadir_device}`` placeholder for a datadir path, or the reason there is none."""
+    device = datadir_block_device(host, datadir)
+    if device is None:
+        fs = ""
+        try:
+            r = host.run(["findmnt", "-n", "-o", "FSTYPE", "--target", datadir], timeout_s=10, check=False)
+            fs = r.stdout.strip() if r.ok else ""
+        except HostError:
+            pass
+        on = f"a {fs} filesystem" if fs else "a filesystem"
+        return Placeholder(None, f"datadir {datadir} is on {on} without a block device, so it has no I/O queue to tune")
+    return Placeholder(device, source=f"datadir {datadir}")
 
 
 def datadir_block_device(host: Host, path: str) -> str | None:
