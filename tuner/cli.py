@@ -134,6 +134,10 @@ def main() -> None:
     """ostune: find the kernel parameters that make one application fastest."""
 
 
+#: settings taken as raw text, never YAML-parsed (a DSN's password may hold ' #', ': ', '%', ...)
+_RAW_SETTINGS = {"dsn"}
+
+
 def _parse_settings(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, Any]:
     import yaml
 
@@ -141,8 +145,29 @@ def _parse_settings(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, An
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise BadInputError(f"{flag} {pair!r} is not KEY=VALUE (e.g. {flag} clients=2)")
-        settings[key.replace("-", "_")] = yaml.safe_load(value)
+            shown = repr(pair) if "://" not in pair else "(a URL; value not shown)"
+            raise BadInputError(f"{flag} {shown} is not KEY=VALUE (e.g. {flag} clients=2)")
+        key = key.replace("-", "_")
+        if key in _RAW_SETTINGS:
+            settings[key] = value
+            continue
+        try:
+            settings[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            # the value is not echoed: it may be a secret
+            raise BadInputError(f"{flag} {key}=...: the value is not valid YAML (quote it)") from None
+    return settings
+
+
+def _app_settings(app: str, pairs: tuple[str, ...], dsn: str | None) -> dict[str, Any]:
+    """--app-set pairs plus --dsn (external MySQL server; its password is never printed or stored)."""
+    settings = _parse_settings(pairs, flag="--app-set")
+    if dsn is not None:
+        if app not in ("mysql", "mariadb"):
+            raise BadInputError(f"--dsn is for --app mysql (or mariadb), not --app {app}")
+        if "dsn" in settings:
+            raise BadInputError("give the DSN once: --dsn or --app-set dsn=..., not both")
+        settings["dsn"] = dsn
     return settings
 
 
@@ -173,6 +198,10 @@ def _parse_settings(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, An
               help="Another workload setting, e.g. --set pipeline=4 --set commands=get,set.")
 @click.option("--app-set", "app_settings", multiple=True, metavar="KEY=VALUE",
               help="An application setting, e.g. --app-set binary=/opt/redis/bin/redis-server.")
+@click.option("--dsn", default=None, envvar="OSTUNE_DSN", metavar="mysql://USER:PASS@HOST:PORT/DB",
+              help="An external MySQL/MariaDB server to tune under (--app mysql); ostune never starts, "
+                   "stops or reconfigures it. The password is never printed or stored; prefer "
+                   "OSTUNE_DSN over argv, which other users can see.")
 @click.option("--max-trials", type=click.IntRange(min=1), default=None,
               help="Cap on the experiment's total trials across all runs (a nightly re-run never exceeds it).")
 @click.option("--time-budget", default=None, metavar="DURATION",
@@ -193,7 +222,7 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
         requests: int | None, settings: tuple[str, ...], app_settings: tuple[str, ...],
         max_trials: int | None, time_budget: str | None, until: str | None, patience: int | None,
         guards: tuple[str, ...], no_profiles: bool,
-        lock_timeout: str, log_file: str | None, quiet: bool, as_json: bool) -> None:
+        lock_timeout: str, log_file: str | None, quiet: bool, as_json: bool, dsn: str | None = None) -> None:
     """Tune the kernel under an application; resumes the experiment if it exists."""
     from spaces.loader import load_space
     from tuner.experiment import ExperimentRunner, RunSettings
@@ -221,7 +250,7 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
         raise BadInputError("--app command needs --space FILE describing the parameters the command takes")
     space = load_space(space_spec) if (space_spec or not experiment_name) else None
     options = TargetOptions(app=app, command=command, host=host_spec, workload=workload_settings,
-                            app_settings=_parse_settings(app_settings, flag="--app-set"))
+                            app_settings=_app_settings(app, app_settings, dsn))
     app_obj, workload = make_app_and_workload(options)
     name = experiment_name or f"{app}-{space.name if space else 'space'}"
     new_file = _new_sqlite_file(db)
@@ -231,6 +260,9 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
               **{k: v for k, v in app_obj.describe().items() if k != "app"}, **workload.describe()}
     reporter = ConsoleReporter(out, interactive=_is_interactive() and not as_json, quiet=quiet,
                                log_file=file_console(log_file) if log_file else None)
+    if not app_obj.managed:
+        reporter.message(f"external server {app_obj.describe().get('dsn', '')}: ostune never starts, stops, "
+                         "restarts or reconfigures it (parameters marked restart take effect when you restart it)")
     run_settings = RunSettings(
         experiment=name, trials=trials, objective=objective, maximize=maximize, seed=seed,
         repetitions=repetitions, warmup=not no_warmup, strict=strict, engine=engine,
