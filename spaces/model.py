@@ -220,3 +220,30 @@ def boot_tokens(space: Space, values: Mapping[str, Value]) -> list[str]:
         else:
             tokens.append(f"{param.name}={param.render(value)}")
     return tokens
+
+
+def parse_assignment(space: Space, text: str) -> dict[str, Value]:
+    """`name=value,name=value` (a configuration to try) checked against the space.
+    Raises ValueError with a one-line reason naming the bad part and what would be valid."""
+    values: dict[str, Value] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, raw = part.partition("=")
+        name = name.strip()
+        if not sep:
+            raise ValueError(f"{part!r} is not name=value")
+        if name not in space:
+            raise ValueError(f"{name!r} is not a parameter of the space (parameters: {', '.join(space.names)})")
+        param = space[name]
+        try:
+            value = param.coerce(raw.strip())
+        except ValueError:
+            raise ValueError(f"{name}={raw.strip()!r} is not a {param.type}") from None
+        if not param.contains(value):
+            allowed = (f"[{param.low}, {param.high}]" if param.type in ("int", "float")
+                       else f"one of {list(param.choices) or [False, True]}")
+            raise ValueError(f"{name}={raw.strip()!r} is outside {allowed}")
+        values[name] = value
+    if not values:
+        raise ValueError(f"{text!r} names no parameter")
+    return values
+

@@ -146,3 +146,30 @@ def test_kill_9_of_a_qemu_run_leaves_no_qemu_and_the_next_command_cleans_up(tmp_
     assert query(db, "select status from trials") == [("aborted",)]
     # the guest's journalled values died with its throwaway overlay: nothing is left pending
     assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
+
+
+def test_a_trial_whose_kernel_does_not_come_up_fails_with_the_console_and_the_next_succeeds(tmp_path):
+    get_image("direct")
+    space = tmp_path / "space.yaml"
+    space.write_text("""
+parameters:
+  init: {kind: boot, type: categorical, choices: ["/sbin/init", "/bin/false"], default: /sbin/init}
+  mitigations: {kind: boot, type: categorical, choices: ["auto", "off"], default: auto}
+  vm.swappiness: {kind: sysctl, type: int, range: [0, 100]}
+""")
+    db = tmp_path / "f.db"
+    run_dir = tmp_path / "run"
+    proc = spawn_ostune(
+        "run", "--host", "qemu", "--host-set", "accel=tcg", "--host-set", f"run_dir={run_dir}",
+        "--host-set", f"cache_dir={cache_root() / 'images'}", "--space", str(space), "--trials", "3",
+        "--try", "init=/bin/false", "--try", "mitigations=off,vm.swappiness=7",
+        "--repetitions", "1", "--requests", "300", "--no-warmup", "--db", f"sqlite:///{db}", cwd=tmp_path)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err + out
+    rows = query(db, "select number, source, status, error from trials order by number")
+    assert [(n, src, st) for n, src, st, _ in rows] == [
+        (1, "baseline", "succeeded"), (2, "try", "failed"), (3, "try", "succeeded")]
+    error = rows[1][3]
+    # the stored error carries the serial console's last lines: the kernel saw init fail
+    assert "init" in error and len(error.splitlines()) > 3, error
+    assert qemu_pids_for(str(run_dir)) == []

@@ -102,6 +102,30 @@ def open_store(db: str, *, create: bool = True, console: Console | None = None):
     return store
 
 
+def _tries(texts: tuple[str, ...], space, store, name: str) -> tuple[dict, ...]:  # type: ignore[no-untyped-def]
+    """--try configurations, checked against the space before anything is stored."""
+    if not texts:
+        return ()
+    from spaces.model import parse_assignment
+
+    if space is None:
+        import yaml
+
+        from spaces.loader import parse_space
+
+        existing = store.get_experiment(name)
+        if existing is None:
+            raise BadInputError(f"experiment {name!r} does not exist; give --space to create it")
+        space = parse_space(yaml.safe_dump(existing.space), source=f"experiment {name}")
+    parsed = []
+    for text in texts:
+        try:
+            parsed.append(parse_assignment(space, text))
+        except ValueError as exc:
+            raise BadInputError(f"--try {text!r}: {exc}") from None
+    return tuple(parsed)
+
+
 def _new_sqlite_file(db: str) -> "Path | None":
     """The SQLite file a URL names, if it does not exist yet."""
     from pathlib import Path
@@ -192,6 +216,8 @@ def _app_settings(app: str, pairs: tuple[str, ...], dsn: str | None) -> dict[str
 @click.option("--guard", "guards", multiple=True, metavar="EXPR",
               help="Metric guard, e.g. 'ops_per_s>=0.95*baseline' or 'errors==0'; breaking one makes a trial infeasible.")
 @click.option("--no-profiles", is_flag=True, help="Do not measure the shipped tuned profiles after the baseline.")
+@click.option("--try", "tries", multiple=True, metavar="NAME=VALUE[,NAME=VALUE…]",
+              help="A configuration to measure right after the baseline (others keep the baseline's values); repeatable.")
 @click.option("--clients", type=click.IntRange(min=1), default=None, help="Workload clients/threads.")
 @click.option("--requests", type=click.IntRange(min=1), default=None, help="redis-benchmark requests per repetition.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
@@ -202,6 +228,8 @@ def _app_settings(app: str, pairs: tuple[str, ...], dsn: str | None) -> dict[str
               help="An external MySQL/MariaDB server to tune under (--app mysql); ostune never starts, "
                    "stops or reconfigures it. The password is never printed or stored; prefer "
                    "OSTUNE_DSN over argv, which other users can see.")
+@click.option("--host-set", "host_settings", multiple=True, metavar="KEY=VALUE",
+              help="A host setting, e.g. --host-set accel=tcg --host-set memory_mb=2048 (qemu), key_path=… (ssh).")
 @click.option("--max-trials", type=click.IntRange(min=1), default=None,
               help="Cap on the experiment's total trials across all runs (a nightly re-run never exceeds it).")
 @click.option("--time-budget", default=None, metavar="DURATION",
@@ -220,8 +248,8 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
         experiment_name: str | None, db: str, seed: int | None, objective: str, maximize: bool,
         repetitions: int, no_warmup: bool, strict: bool, engine: str, clients: int | None,
         requests: int | None, settings: tuple[str, ...], app_settings: tuple[str, ...],
-        max_trials: int | None, time_budget: str | None, until: str | None, patience: int | None,
-        guards: tuple[str, ...], no_profiles: bool,
+        host_settings: tuple[str, ...], max_trials: int | None, time_budget: str | None, until: str | None, patience: int | None,
+        guards: tuple[str, ...], no_profiles: bool, tries: tuple[str, ...],
         lock_timeout: str, log_file: str | None, quiet: bool, as_json: bool, dsn: str | None = None) -> None:
     """Tune the kernel under an application; resumes the experiment if it exists."""
     from spaces.loader import load_space
@@ -250,23 +278,26 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
         raise BadInputError("--app command needs --space FILE describing the parameters the command takes")
     space = load_space(space_spec) if (space_spec or not experiment_name) else None
     options = TargetOptions(app=app, command=command, host=host_spec, workload=workload_settings,
-                            app_settings=_app_settings(app, app_settings, dsn))
+                            app_settings=_app_settings(app, app_settings, dsn),
+                            host_settings=_parse_settings(host_settings, flag="--host-set"))
     app_obj, workload = make_app_and_workload(options)
     name = experiment_name or f"{app}-{space.name if space else 'space'}"
     new_file = _new_sqlite_file(db)
     store = open_store(db, console=out)
+    parsed_tries = _tries(tries, space, store, name)
     host = make_host(options)
     target = {"app": "mysql" if app == "mariadb" else app, "host": host.key,
               **{k: v for k, v in app_obj.describe().items() if k != "app"}, **workload.describe()}
     reporter = ConsoleReporter(out, interactive=_is_interactive() and not as_json, quiet=quiet,
                                log_file=file_console(log_file) if log_file else None)
-    if not app_obj.managed:
+    if not app_obj.managed and app in ("mysql", "mariadb"):
         reporter.message(f"external server {app_obj.describe().get('dsn', '')}: ostune never starts, stops, "
                          "restarts or reconfigures it (parameters marked restart take effect when you restart it)")
     run_settings = RunSettings(
         experiment=name, trials=trials, objective=objective, maximize=maximize, seed=seed,
         repetitions=repetitions, warmup=not no_warmup, strict=strict, engine=engine,
         should_stop=budget.should_stop, guards=parsed_guards, profiles=not no_profiles,
+        tries=parsed_tries,
     )
     runner = ExperimentRunner(store, host, app_obj, workload, space, run_settings, reporter, target,
                               extra_settings={"workload": workload_settings})
@@ -468,15 +499,62 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
 
 @main.command()
 @db_option
+@click.option("--host", "host_spec", default=None,
+              help="Also restore values left on this remote host (ssh://user@host[:port]).")
 @handle_errors
-def restore(db: str) -> None:
-    """Restore kernel values left changed by an ostune process that died (kill -9, crash)."""
-    store = open_store(db, create=False, console=Console())
-    pending = [e for e in store.pending_journal()]
+def restore(db: str, host_spec: str | None) -> None:
+    """Restore kernel values left changed by an ostune process that died (kill -9, crash).
+
+    Values on this machine are restored by every ostune command; remote hosts need --host."""
+    from tuner.factory import TargetOptions, make_host
+    from tuner.recovery import restore_remote
+
+    console = Console(highlight=False)
+    store = open_store(db, create=False, console=console)
+    if host_spec:
+        host = make_host(TargetOptions(host=host_spec))
+        try:
+            report = restore_remote(store, host)
+        finally:
+            host.close()
+        for line in report.restored:
+            console.print(f"{host.key}: {line}")
+        for line in report.failures:
+            console.print(f"[red]restore failed:[/red] {line}")
+    pending = store.pending_journal()
     if not pending:
-        Console().print("nothing to restore")
-    else:
-        Console().print(f"{len(pending)} value(s) belong to a run that is still alive; not touched")
+        console.print("nothing left to restore")
+        return
+    hosts = sorted({e.host_key for e in pending})
+    console.print(f"{len(pending)} value(s) on {', '.join(hosts)} belong to runs still in progress "
+                  "(or on hosts not given with --host); not touched")
+
+
+@main.group()
+def vm() -> None:
+    """The QEMU guest image used by --host qemu."""
+
+
+@vm.command("build")
+@click.option("--bootloader", default="direct", show_default=True, type=click.Choice(["direct", "grub"]),
+              help="direct: QEMU boots the kernel with -kernel/-append; grub: the disk boots through GRUB.")
+@click.option("--force", is_flag=True, help="Rebuild even if the cached image matches the recipe.")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Where images are cached [default: ~/.cache/ostune/images].")
+@handle_errors
+def vm_build(bootloader: str, force: bool, cache_dir: str | None) -> None:
+    """Build (or reuse) the Debian guest image from Debian's packages; needs root."""
+    from pathlib import Path
+
+    from targets.vm.image import build_image, default_image_cache_dir
+
+    console = Console(highlight=False)
+    with console.status("building guest image") as status:
+        image = build_image(Path(cache_dir) if cache_dir else default_image_cache_dir(), bootloader,  # type: ignore[arg-type]
+                            progress=lambda text: status.update(text), force=force)
+    size_mb = image.qcow2.stat().st_size / 2**20
+    console.print(f"guest image ready: {image.qcow2} ({size_mb:.0f} MiB, recipe {image.recipe_hash[:12]}, "
+                  f"bootloader {image.bootloader})")
 
 
 @main.command()

@@ -40,6 +40,9 @@ class RunSettings:
     profiles: bool = True
     #: re-measure the top candidates (tuner/racing.py) when the engine has a model
     racing: bool = True
+    #: configurations the user asked to try (`--try`), measured right after the baseline, in
+    #: order, each once per run; parameters they leave out keep the baseline's values
+    tries: tuple[dict[str, Value], ...] = ()
 
 
 @dataclass
@@ -232,6 +235,11 @@ class ExperimentRunner:
         ):
             # Trial 1 (and again after a baseline was aborted) measures the host as it is.
             return {name: report.current[name] for name in space.names}, "baseline", None
+        tried = sum(1 for t in trials if t.source == "try" and t.run_id == self.run_id)
+        if tried < len(self.settings.tries):
+            params = {name: report.current[name] for name in space.names}
+            params.update({k: v for k, v in self.settings.tries[tried].items() if k in space})
+            return params, "try", None
         profile = self._next_profile(space, report, trials)
         if profile is not None:
             return profile.params, profile.label, None
