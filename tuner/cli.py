@@ -276,7 +276,9 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
         workload_settings["requests"] = requests
     if app == "command" and not space_spec and not experiment_name:
         raise BadInputError("--app command needs --space FILE describing the parameters the command takes")
-    space = load_space(space_spec) if (space_spec or not experiment_name) else None
+    # Without --space: a new experiment gets the app's shipped space, an existing one its own.
+    default_space = {"mysql": "mysql-latency", "mariadb": "mysql-latency"}.get(app, "redis-latency")
+    space = load_space(space_spec or default_space) if (space_spec or not experiment_name) else None
     options = TargetOptions(app=app, command=command, host=host_spec, workload=workload_settings,
                             app_settings=_app_settings(app, app_settings, dsn),
                             host_settings=_parse_settings(host_settings, flag="--host-set"))
@@ -284,6 +286,10 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     name = experiment_name or f"{app}-{space.name if space else 'space'}"
     new_file = _new_sqlite_file(db)
     store = open_store(db, console=out)
+    if space is None and store.get_experiment(name) is None:
+        if app == "command":
+            raise BadInputError(f"experiment {name!r} does not exist; give --space to create it")
+        space = load_space(default_space)
     parsed_tries = _tries(tries, space, store, name)
     host = make_host(options)
     target = {"app": "mysql" if app == "mariadb" else app, "host": host.key,
@@ -460,7 +466,7 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
     """Re-measure baseline, recommended and profiles, interleaved, with 95% CIs."""
     import random as _random
 
-    from tuner.factory import TargetOptions, make_app_and_workload, make_host
+    from tuner.factory import TargetOptions, host_spec_for, make_app_and_workload, make_host
     from tuner.outcome import make_console
     from tuner.progress import ConsoleReporter
     from tuner.verify import MIN_ROUNDS, Verifier, render
@@ -472,7 +478,7 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
     experiment = _experiment(store, name)
     target = experiment.target
     app = {"mysql": "mariadb"}.get(str(target.get("app")), str(target.get("app")))
-    options = TargetOptions(app=app, command=target.get("command"), host=host_spec or str(target.get("host")),
+    options = TargetOptions(app=app, command=target.get("command"), host=host_spec or host_spec_for(str(target.get("host"))),
                             workload=dict(experiment.settings.get("workload") or {}))
     app_obj, workload = make_app_and_workload(options)
     host = make_host(options)
@@ -485,8 +491,9 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
             report = verifier.run()
         finally:
             guard.stopping = True
-    for line in verifier.restored:
-        out.print(line, highlight=False)
+    if verifier.restored:
+        names = ", ".join(line.removeprefix("restored ") for line in verifier.restored)
+        out.print(f"restored {len(verifier.restored)} kernel value(s): {names}", highlight=False)
     for line in verifier.restore_failures:
         out.print(f"restore failed: {line}", highlight=False)
     if as_json:

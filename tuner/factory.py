@@ -48,6 +48,15 @@ def make_host(options: TargetOptions) -> Host:
     raise BadInputError(f"--host {spec!r} is not one of: local, none, qemu, ssh://user@host[:port]")
 
 
+def host_spec_for(host_key: str) -> str:
+    """The --host value that reaches the host an experiment stored by key (`Host.key`)."""
+    if host_key.startswith("local:"):
+        return "local"
+    if host_key.startswith("qemu:"):
+        return "qemu"
+    return host_key  # "none", "ssh://user@host:port"
+
+
 def make_app_and_workload(options: TargetOptions) -> tuple[App, Workload]:
     app = options.app
     if app == "command":

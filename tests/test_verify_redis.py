@@ -1,0 +1,51 @@
+"""`ostune verify` on a real local Redis experiment: interleaved schedule, relative p99 with a
+95% CI per configuration, stored, and the kernel left as it was."""
+
+import os
+import shutil
+
+import pytest
+
+from spaces.loader import load_space
+from tests.helpers import ostune, query, snapshot
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="writes real kernel knobs: needs root"),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server not installed"),
+]
+
+
+def test_verify_reports_interleaved_relative_p99_with_ci_and_stores_it(tmp_path):
+    space = load_space("redis-latency")
+    before = snapshot(space)
+    db = f"sqlite:///{tmp_path / 'v.db'}"
+    run = ostune("run", "--experiment", "rv", "--trials", "4", "--repetitions", "2", "--requests", "2000",
+                 "--seed", "3", "--db", db, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    result = ostune("verify", "rv", "--db", db, "--rounds", "3", "--repetitions", "1", "--seed", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert snapshot(space) == before
+    labels = ["baseline", "recommended", "profile:latency-performance", "profile:network-latency"]
+    # the schedule: every configuration once per round, in an order that changes between rounds
+    orders = [
+        [label for label in labels for line in out.splitlines() if f"round {r} {label}:" in line]
+        for r in (1, 2, 3)
+    ]
+    assert all(sorted(order) == sorted(labels) for order in orders), out
+    samples = query(tmp_path / "v.db", "select round, position, label, metric, value from verification_samples "
+                                       "where metric='p99_ms' order by round, position")
+    assert len(samples) == 3 * len(labels) and all(v > 0 for *_, v in samples)
+    per_round = [[s[2] for s in samples if s[0] == r] for r in (1, 2, 3)]
+    assert len({tuple(order) for order in per_round}) > 1  # interleaved, not the same order each round
+    results = query(tmp_path / "v.db", "select label, metric, samples, relative, ci_low, ci_high, established "
+                                       "from verification_results where metric='p99_ms'")
+    by_label = {r[0]: r for r in results}
+    assert set(by_label) == set(labels)
+    for label in labels[1:]:
+        _, _, n, relative, low, high, established = by_label[label]
+        assert n == 3 and low <= relative <= high
+        assert established == (high < 1.0)
+        assert f"{label}" in out and f"x{relative:.3f}" in out
+    best = ostune("best", "rv", "--db", db, "--json")
+    assert best.returncode == 0 and '"verified": ' in best.stdout
