@@ -181,15 +181,19 @@ def restore_entries(
     """Write originals back (newest first), read back; then check all of them once more (a
     later write can move an earlier knob: switching a disk's I/O scheduler resets its
     nr_requests), writing a moved one again; mark each entry restored."""
-    failures = []
+    failures: list[str] = []
+
+    def failed(entry: JournalRecord, exc: Exception) -> None:
+        message = f"{entry.name}: could not restore {entry.original!r}: {exc}"
+        store.mark_restored(entry.id, error=message)
+        failures.append(message)
+
     written = []
     for entry in reversed(entries):
         try:
             _write_back(host, entry)
         except (HostError, OSError) as exc:
-            message = f"{entry.name}: could not restore {entry.original!r}: {exc}"
-            store.mark_restored(entry.id, error=message)
-            failures.append(message)
+            failed(entry, exc)
             continue
         written.append(entry)
     for entry in written:
@@ -197,9 +201,7 @@ def restore_entries(
             if not _same(parse_knob_text(host.read_text(entry.path)), entry.original):
                 _write_back(host, entry)
         except (HostError, OSError) as exc:
-            message = f"{entry.name}: could not restore {entry.original!r}: {exc}"
-            store.mark_restored(entry.id, error=message)
-            failures.append(message)
+            failed(entry, exc)
             continue
         store.mark_restored(entry.id)
         if log:
