@@ -141,6 +141,15 @@ def test_duration_until_and_noise_rules():
                                  maximize=False, clock=clock)
     assert budget.should_stop([trial(1, 1, duration=5.0)]) is None      # 10 s left, needs 5.5
     assert "needs about 6 s, 3 s left" in budget.should_stop([trial(1, 1, duration=5.0)])
+    # how many more trials fit: the tighter of the trial cap and the time left / trial estimate
+    clock = iter([0.0, 0.0, 0.0]).__next__
+    budget = Budget.from_options(max_trials=10, time_budget="60s", until=None, patience=None,
+                                 maximize=False, clock=clock)
+    done = [trial(1, 1, duration=4.0), trial(2, 1, duration=5.0)]
+    assert budget.trials_left(done) == 8   # the cap leaves 8; 60 s at 5.5 s per trial would allow 10
+    assert Budget(deadline=33.0, clock=lambda: 0.0).trials_left(done) == 6
+    assert Budget(max_trials=3).trials_left(done) == 1
+    assert Budget().trials_left(done) is None
 
 
 # -- one run per host ----------------------------------------------------------------------------

@@ -149,6 +149,17 @@ class Budget:
     def remaining_s(self) -> float | None:
         return None if self.deadline is None else self.deadline - self.clock()
 
+    def trials_left(self, trials: list[TrialRecord]) -> int | None:
+        """How many more trials the budget allows (None: unlimited). Racing uses it to finish
+        re-measuring the best configuration before a nightly job's time runs out."""
+        left: list[int] = []
+        if self.max_trials is not None:
+            left.append(self.max_trials - sum(1 for t in trials if t.status != "aborted"))
+        estimate = estimate_trial_s(trials)
+        if self.deadline is not None and estimate:
+            left.append(int(max(self.deadline - self.clock(), 0) // estimate))
+        return max(min(left), 0) if left else None
+
     def should_stop(self, trials: list[TrialRecord]) -> str | None:
         if self.extra is not None:
             reason = self.extra()

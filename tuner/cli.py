@@ -302,8 +302,8 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     run_settings = RunSettings(
         experiment=name, trials=trials, objective=objective, maximize=maximize, seed=seed,
         repetitions=repetitions, warmup=not no_warmup, strict=strict, engine=engine,
-        should_stop=budget.should_stop, guards=parsed_guards, profiles=not no_profiles,
-        tries=parsed_tries,
+        should_stop=budget.should_stop, trials_left=budget.trials_left, guards=parsed_guards,
+        profiles=not no_profiles, tries=parsed_tries,
     )
     runner = ExperimentRunner(store, host, app_obj, workload, space, run_settings, reporter, target,
                               extra_settings={"workload": workload_settings})

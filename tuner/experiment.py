@@ -34,6 +34,8 @@ class RunSettings:
     engine: str = "skopt"
     #: stop early when this returns a reason (time budgets, convergence); checked before each trial
     should_stop: Callable[[list[TrialRecord]], str | None] | None = None
+    #: how many more trials a budget allows (None: no limit besides `trials`)
+    trials_left: Callable[[list[TrialRecord]], int | None] | None = None
     #: metric guards (tuner/guards.py): a trial breaking one is stored infeasible
     guards: tuple = ()
     #: measure the shipped tuned profiles (tuner/profiles.py) right after the baseline
@@ -216,8 +218,10 @@ class ExperimentRunner:
 
     def _loop(self, experiment: ExperimentRecord, space: Space, report: ProbeReport, summary: RunSummary) -> str:
         for done in range(self.settings.trials):
-            self._remaining = self.settings.trials - done  # racing finishes its measurements in time
             trials = self.store.trials(experiment.id)
+            # racing finishes re-measuring the best configuration before the run ends
+            budget_left = self.settings.trials_left(trials) if self.settings.trials_left else None
+            self._remaining = min(self.settings.trials - done, budget_left if budget_left is not None else 2**31)
             if self.settings.should_stop:
                 reason = self.settings.should_stop(trials)
                 if reason:
