@@ -61,3 +61,24 @@ def test_missing_redis_server_is_one_line_and_stores_nothing(tmp_path):
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "redis-server" in lines[0]
     assert not db.exists()  # a first run that failed on bad input leaves no database behind
+
+
+def test_kill_9_takes_the_redis_server_down_too_and_the_next_command_restores(tmp_path):
+    from tests.helpers import snapshot, spawn_ostune, try_query, wait_for
+
+    space = load_space("redis-latency")
+    before = snapshot(space)
+    pids_before = redis_pids()
+    db = tmp_path / "k.db"
+    proc = spawn_ostune("run", "--trials", "6", "--repetitions", "3", "--requests", "20000",
+                        "--no-profiles", "--db", f"sqlite:///{db}", cwd=tmp_path)
+    wait_for(lambda: try_query(db, "select 1 from trials where number=2 and status='running'"), timeout_s=120)
+    assert len(redis_pids()) > len(pids_before)
+    proc.kill()
+    proc.wait()
+    # the server dies with ostune (parent-death signal), it does not linger serving nobody
+    wait_for(lambda: redis_pids() == pids_before, timeout_s=15)
+    listed = ostune("experiments", "--db", f"sqlite:///{db}", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert "recovered from an interrupted run" in listed.stderr
+    assert snapshot(space) == before

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import platform
@@ -12,7 +13,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
 from tuner.errors import ApplyError, HostError, KnobUnavailableError
@@ -39,6 +40,20 @@ def _virtualization() -> str:
             return "vm" if " hypervisor" in f.read() else "none"
     except OSError:
         return ""
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:
+    """A preexec_fn making the child receive `sig` when ostune dies, even by kill -9, so no
+    server or VM it started outlives it (PR_SET_PDEATHSIG; Linux only, best effort)."""
+
+    def preexec() -> None:  # runs in the child between fork and exec
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, sig)  # PR_SET_PDEATHSIG
+        except Exception:  # noqa: BLE001 - never fail a spawn over this
+            pass
+
+    return preexec
 
 
 class LocalHost(Host):
@@ -122,6 +137,7 @@ class LocalHost(Host):
                     stdin=subprocess.DEVNULL,
                     cwd=cwd,
                     start_new_session=True,
+                    preexec_fn=die_with_parent(signal.SIGTERM),
                 )
             except FileNotFoundError as exc:
                 raise HostError(f"command not found: {argv[0]}") from exc

@@ -13,7 +13,6 @@ recorded in a pidfile under the run dir so reap_stale_qemu() can clean up after 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ import weakref
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
+from targets.hosts.local import die_with_parent
 from targets.hosts.ssh import GrubBoot, RemoteHost, SshSession, check_boot_tokens
 from targets.vm.image import GuestImage
 from tuner.errors import BadInputError, HostError
@@ -113,14 +113,6 @@ def reap_stale_qemu(run_dir: Path | None = None) -> list[int]:
         for path in (record_path, record_path.with_suffix(".pid")):
             path.unlink(missing_ok=True)
     return killed
-
-
-def _pdeathsig() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
 
 
 def _kill_process(proc: subprocess.Popen, record: Path | None) -> None:
@@ -378,7 +370,7 @@ class QemuHost(RemoteHost):
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
-                preexec_fn=_pdeathsig,
+                preexec_fn=die_with_parent(signal.SIGKILL),
                 start_new_session=True,  # Ctrl-C in the terminal goes to ostune, not to qemu
                 close_fds=True,
             )
