@@ -3,7 +3,6 @@ put back on success, SIGTERM, Ctrl-C and — at the next command — after kill 
 
 import os
 import signal
-import sys
 
 import pytest
 

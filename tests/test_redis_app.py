@@ -10,7 +10,8 @@ import time
 import pytest
 
 from targets.apps.base import Endpoint
-from targets.apps.redis import RedisApp, free_loopback_port
+from targets.apps.managed import free_loopback_port
+from targets.apps.redis import RedisApp
 from targets.hosts.local import LocalHost
 from targets.workloads.redis_benchmark import RedisBenchmarkWorkload
 from tuner.errors import AppError, BadInputError, WorkloadError

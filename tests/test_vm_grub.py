@@ -6,7 +6,6 @@ a real machine would. Three TCG boots (~30-50 s each) plus, on a cold cache, the
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import pytest

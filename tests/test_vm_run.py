@@ -119,7 +119,7 @@ relations:
 
 
 def test_kill_9_of_a_qemu_run_leaves_no_qemu_and_the_next_command_cleans_up(tmp_path):
-    image = get_image("direct")
+    get_image("direct")
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     db = tmp_path / "k.db"

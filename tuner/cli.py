@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -126,10 +127,8 @@ def _tries(texts: tuple[str, ...], space, store, name: str) -> tuple[dict, ...]:
     return tuple(parsed)
 
 
-def _new_sqlite_file(db: str) -> "Path | None":
+def _new_sqlite_file(db: str) -> Path | None:
     """The SQLite file a URL names, if it does not exist yet."""
-    from pathlib import Path
-
     from sqlalchemy.engine import make_url
 
     try:

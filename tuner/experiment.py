@@ -4,7 +4,6 @@ restoring the host whatever happens."""
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol
 

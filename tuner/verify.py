@@ -33,7 +33,7 @@ from sqlalchemy import select, update
 from spaces.model import Space, Value
 from storage.models import Verification, VerificationResult, VerificationSample, utcnow
 from storage.store import ExperimentRecord, ResultStore
-from tuner.errors import AppError, BadInputError, HostError, OstuneError, WorkloadError
+from tuner.errors import AppError, BadInputError, HostError, WorkloadError
 
 RESAMPLES = 10_000
 LEVEL = 0.95

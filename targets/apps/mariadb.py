@@ -30,7 +30,7 @@ from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
 from targets.apps.base import App, Endpoint, Placeholder
-from targets.apps.redis import free_loopback_port, log_tail
+from targets.apps.managed import AddressInUse, ManagedServer, free_loopback_port, log_tail
 from targets.hosts.base import Host, SpawnedProcess
 from tuner.errors import AppError, BadInputError, HostError
 
@@ -99,7 +99,7 @@ def size_config(memory_mb: int, cpu_count: int) -> dict[str, str]:
     }
 
 
-class MariaDBApp(App):
+class MariaDBApp(ManagedServer):
     """Settings: binary, install_db, client, port, config (my.cnf overrides), database, user,
     datadir_parent (directory to create the private work dir in; default: the host's temp dir),
     keep, start_timeout_s, stop_timeout_s."""
@@ -157,20 +157,12 @@ class MariaDBApp(App):
 
     # -- paths -----------------------------------------------------------------------------
     @property
-    def workdir(self) -> str | None:
-        return self._workdir
-
-    @property
     def datadir(self) -> str | None:
         return f"{self._workdir}/data" if self._workdir else None
 
     @property
     def error_log(self) -> str | None:
         return f"{self._workdir}/error.log" if self._workdir else None
-
-    @property
-    def endpoint(self) -> Endpoint | None:
-        return self._endpoint
 
     # -- config ----------------------------------------------------------------------------
     def render_config(self, host: Host, workdir: str, port: int, as_root: bool) -> str:
@@ -268,7 +260,7 @@ class MariaDBApp(App):
                     fresh = False
                 try:
                     return self._launch(host, server, port)
-                except _AddressInUse:
+                except AddressInUse:
                     if attempt == attempts - 1:
                         raise AppError(f"mariadbd could not bind 127.0.0.1:{port}: address already in use") from None
             raise AssertionError("unreachable")
@@ -311,7 +303,7 @@ class MariaDBApp(App):
                 self._proc = None
                 self._last_tail = self._tail(host)
                 if "Address already in use" in new_log:
-                    raise _AddressInUse()
+                    raise AddressInUse()
                 raise AppError(f"mariadbd exited during start: {_sql_error(new_log or self._last_tail)[:240]}")
             if "ready for connections" in new_log and self._ping(host, endpoint):
                 break
@@ -423,16 +415,6 @@ class MariaDBApp(App):
             return None
         return int(m.group(1)) if m else None
 
-    def is_healthy(self) -> bool:
-        if self._host is None or self._proc is None or self._endpoint is None:
-            return False
-        return self._host.is_alive(self._proc) and self._ping(self._host, self._endpoint)
-
-    def pids(self) -> list[int]:
-        if self._host is not None and self._proc is not None and self._host.is_alive(self._proc):
-            return [self._proc.pid]
-        return []
-
     def placeholders(self, host: Host) -> dict[str, Placeholder]:
         """``{datadir_device}``: the block device holding the private datadir (after start)."""
         if not self.datadir:
@@ -457,8 +439,6 @@ class MariaDBApp(App):
         return self._last_tail
 
 
-class _AddressInUse(Exception):
-    pass
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,11 +10,11 @@ and :func:`log_tail`.
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Mapping
 
-from targets.apps.base import App, Endpoint
+from targets.apps.base import Endpoint
+from targets.apps.managed import AddressInUse, ManagedServer, free_loopback_port, log_tail
 from targets.hosts.base import Host, SpawnedProcess
 from tuner.errors import AppError, BadInputError, HostError
 
@@ -22,47 +22,7 @@ from tuner.errors import AppError, BadInputError, HostError
 _RESERVED = {"port", "bind", "dir", "daemonize", "logfile", "pidfile", "supervised"}
 
 
-def _listening_ports(host: Host) -> set[int]:
-    ports: set[int] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            text = host.read_text(table)
-        except Exception:
-            continue
-        for line in text.splitlines()[1:]:
-            fields = line.split()
-            if len(fields) > 3:
-                try:
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-                except (IndexError, ValueError):
-                    continue
-    return ports
-
-
-def free_loopback_port(host: Host, *, low: int = 20000, high: int = 32000, avoid: set[int] | None = None) -> int:
-    """A TCP port no socket on the host uses (any state, from /proc/net/tcp{,6}).
-
-    Chosen below the usual ephemeral range (32768-60999) so outgoing connections do not take it
-    between the check and the server's bind; callers still retry on "address in use".
-    """
-    used = _listening_ports(host) | (avoid or set())
-    rng = random.Random()
-    for _ in range(200):
-        port = rng.randint(low, high)
-        if port not in used:
-            return port
-    raise AppError(f"no free TCP port found in {low}-{high} on {host.key}")
-
-
-def log_tail(host: Host, path: str, lines: int = 20) -> str:
-    try:
-        text = host.read_text(path)
-    except Exception:
-        return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-class RedisApp(App):
+class RedisApp(ManagedServer):
     """Settings (``app`` section of a run): binary, port, config (extra redis.conf directives),
     start_timeout_s, stop_timeout_s, keep (keep the work directory after stop)."""
 
@@ -154,7 +114,7 @@ class RedisApp(App):
             tried.add(port)
             try:
                 return self._start_on(host, binary, port)
-            except _AddressInUse:
+            except AddressInUse:
                 self._cleanup_failed()
                 if attempt == attempts - 1:
                     raise AppError(f"redis-server could not bind 127.0.0.1:{port}: address already in use") from None
@@ -174,7 +134,7 @@ class RedisApp(App):
                 tail = log_tail(host, self._log_path)
                 self._last_tail = tail
                 if "Address already in use" in tail:
-                    raise _AddressInUse()
+                    raise AddressInUse()
                 self._cleanup_failed()
                 last = tail.splitlines()[-1:] or ["(empty log)"]
                 raise AppError(f"redis-server exited during start: {last[0][:200]}")
@@ -233,24 +193,6 @@ class RedisApp(App):
         self._workdir = None
         self._endpoint = None
 
-    def is_healthy(self) -> bool:
-        if self._host is None or self._proc is None or self._endpoint is None:
-            return False
-        return self._host.is_alive(self._proc) and self._ping(self._host, self._endpoint)
-
-    def pids(self) -> list[int]:
-        if self._host is not None and self._proc is not None and self._host.is_alive(self._proc):
-            return [self._proc.pid]
-        return []
-
-    @property
-    def workdir(self) -> str | None:
-        return self._workdir
-
-    @property
-    def endpoint(self) -> Endpoint | None:
-        return self._endpoint
-
     def describe(self) -> dict[str, object]:
         doc: dict[str, object] = {"app": self.name, "managed": True, "persistence": "none"}
         if self.config:
@@ -267,5 +209,3 @@ class RedisApp(App):
         return self._last_tail
 
 
-class _AddressInUse(Exception):
-    pass
