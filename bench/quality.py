@@ -13,7 +13,8 @@ reads OSTUNE_PARAMS_FILE and prints a noisy p99). Tools:
 
 All tools get the same trial budget, the same baseline trial (the space defaults) and, per seed,
 the same noise sequence. Metric: true (noise-free) value of the recommended configuration minus
-the function's exact optimum, in ms; the table shows the median over seeds (and the mean).
+the function's exact optimum, in ms; the table shows the median over seeds (and the mean), and
+the regret of the space's default configuration (the baseline trial) for scale.
 
     python bench/quality.py [--seeds 10] [--trials 40] [--functions haltpoll,writeback,needle]
 """
@@ -156,7 +157,7 @@ def main() -> None:
         Path(args.json_path).write_text(json.dumps(results, indent=1))
     print(f"regret of the recommended configuration (true value - optimum, ms) after {args.trials} trials, "
           f"median over {args.seeds} seeds (mean in brackets)")
-    header = f"{'function':<10} {'optimum':>8} " + " ".join(f"{t:>18}" for t in tools)
+    header = f"{'function':<10} {'optimum':>8} {'default':>8} " + " ".join(f"{t:>18}" for t in tools)
     if "ostune" in tools and len(tools) > 1:
         header += f" {'ostune / best other':>20}"
     print(header)
@@ -164,7 +165,9 @@ def main() -> None:
     for function in functions:
         med = {t: statistics.median(r["regret"] for r in results[function][t]) for t in tools}
         mean = {t: statistics.fmean(r["regret"] for r in results[function][t]) for t in tools}
-        line = f"{function:<10} {objective.optimum(function):>8.4f} " + " ".join(
+        space = parse_space(objective.SPACES[function], source=function)
+        default = objective.TRUE[function]({p.name: p.default for p in space.parameters}) - objective.optimum(function)
+        line = f"{function:<10} {objective.optimum(function):>8.4f} {default:>8.4f} " + " ".join(
             f"{med[t]:>9.4f} ({mean[t]:>6.4f})" for t in tools)
         others = [med[t] for t in tools if t != "ostune"]
         if "ostune" in tools and others:
