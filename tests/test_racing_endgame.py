@@ -14,17 +14,18 @@ def cand(name, measurements):
     return Candidate((name,), {"x": name}, trials=list(range(measurements)), objectives=[1.0] * measurements)
 
 
-def test_end_game_remeasures_as_late_as_possible_and_falls_back_to_the_best_reachable():
+def test_end_game_confirms_the_best_reachable_configuration_then_races_a_challenger():
     a1, b2, c3 = cand("a", 1), cand("b", 2), cand("c", 3)
-    # 3 trials left: the best (1 measurement) could still wait; the optimizer proposes
-    assert next_rerun([a1, b2, c3], [], remaining=3) is None
-    # 2 trials left: just enough for the best to reach 3
+    # before the end game, with the run's length known: no re-measurements
+    assert next_rerun([a1, b2, c3], [], remaining=racing.ENDGAME + 1) is None
+    # in it: the best that can still reach 3 measurements
     assert next_rerun([a1, b2, c3], [], remaining=2) is a1
-    # 1 trial left: it cannot; the best one that can (2 measurements) gets its third
+    # 1 trial left: the best cannot reach 3; the best one that can (2 measurements) gets its third
     assert next_rerun([a1, b2, c3], [], remaining=1) is b2
-    # the best reachable one already has 3: nothing to re-measure, the optimizer proposes
-    assert next_rerun([a1, c3, b2], [], remaining=1) is None
-    # the best has 3 already: nothing to do, whatever is left
+    # the best has its 3: the challenger after it is re-measured, so it may overtake
+    assert next_rerun([c3, a1, b2], [], remaining=2) is a1
+    # both confirmed (or out of reach): nothing to re-measure
+    assert next_rerun([c3, cand("d", 3), a1], [], remaining=2) is None
     assert next_rerun([c3, a1], [], remaining=1) is None
 
 
@@ -57,7 +58,7 @@ def test_a_noisy_run_ends_with_a_recommendation_measured_three_times_and_reruns_
         value = truth(proposal.params) * math.exp(rng.gauss(0.0, 0.2))
         history.append(Observation(proposal.params, "succeeded", value, proposal.source, done + 1))
     reruns = [o.number for o in history if o.source == "rerun"]
-    assert reruns and min(reruns) > trials - racing.MIN_MEASUREMENTS, reruns  # only at the very end
+    assert reruns and min(reruns) > trials - racing.ENDGAME, reruns  # only in the end game
     engine = SkoptOptimizer(SPACE, seed=2)
     engine.tell_many(model_targets(history, maximize=False))
     best = racing.incumbent(racing.rank(SPACE, racing.group(SPACE, history), engine, maximize=False))

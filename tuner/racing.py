@@ -6,9 +6,11 @@ trial of source `rerun`). Its estimate is the GP's posterior mean at that point,
 own measurements with what its neighbours say, so one lucky measurement cannot make it the
 recommendation. Racing rule, checked before every model-based proposal:
 
-- at the end of a run, as late as possible: the best configuration by estimate is re-measured
-  when the trials left are just enough to give it `MIN_MEASUREMENTS` (3); if a newcomer overtakes
-  it and can no longer reach 3, the best one that can is re-measured instead;
+- in the last `ENDGAME` (4) trials of a run, only re-measurements: the best configuration by
+  estimate that can still reach `MIN_MEASUREMENTS` (3) is re-measured until it has them, then the
+  best challenger that can (so it may overtake); if a re-measurement drops the best one, the next
+  takes over. (Re-measuring as late as possible instead, bench/quality.py at 20 seeds, sometimes
+  ended with a configuration its re-measurements had shown bad as the only one measured 3 times.)
 - before that, while re-measurements are at most `RERUN_SHARE` of the finished trials (0 when the
   run's length is known, `UNKNOWN_LENGTH_SHARE` when it is not), the best configuration is
   re-measured until it has 3 measurements and the two after it until they have 2, best first.
@@ -37,6 +39,8 @@ MIN_MEASUREMENTS = 3
 RERUN_SHARE = 0.0
 #: without a known end (no `remaining`) there is no end game: re-measure along the way instead
 UNKNOWN_LENGTH_SHARE = 0.25
+#: the last trials of a run, spent on re-measurements so the recommendation has MIN_MEASUREMENTS
+ENDGAME = 4
 #: measurements wanted for the best, second and third configuration by estimate
 TARGETS = (MIN_MEASUREMENTS, 2, 2)
 
@@ -118,23 +122,17 @@ def next_rerun(
 ) -> Candidate | None:
     """The configuration to re-measure now, or None to let the optimizer propose a new one.
 
-    `remaining` (trials left in this run, this one included) triggers the end game: when the
-    best configuration still lacks measurements and the run is about to end, it is re-measured
-    whatever the share, so the run ends with a recommendation measured MIN_MEASUREMENTS times."""
+    `remaining` (trials left in this run, this one included) triggers the end game (see the
+    module docstring), so the run ends with a recommendation measured MIN_MEASUREMENTS times."""
     if not ranked:
         return None
-    if remaining is not None:
-        # The end game, as late as possible: the best configuration by estimate is re-measured
-        # when the trials left are just enough to give it MIN_MEASUREMENTS; if it can no longer
-        # reach them (a newcomer overtook the one being re-measured), the best one that still
-        # can is re-measured instead, so the run ends with a recommendation measured that often.
-        top, wanted = ranked[0], targets[0]
-        if top.measurements < wanted and remaining <= wanted - top.measurements:
-            if remaining == wanted - top.measurements:
-                return top
-            reachable = [c for c in ranked if c.measurements + remaining >= wanted]
-            if reachable and reachable[0].measurements < wanted:
-                return reachable[0]
+    if remaining is not None and remaining <= ENDGAME:
+        # The end game (the last ENDGAME trials): re-measurements only. The best configuration by
+        # estimate that can still reach MIN_MEASUREMENTS is re-measured until it has them, then
+        # the best challenger that can, so it may overtake (racing); if a re-measurement drops
+        # the best one, the next takes over with enough trials left to be confirmed.
+        reachable = [c for c in ranked if c.measurements + remaining >= targets[0]]
+        return next((c for c in reachable[:2] if c.measurements < targets[0]), None)
     if remaining is None:
         share = max(share, UNKNOWN_LENGTH_SHARE)
     finished = [o for o in observations if o.status in ("succeeded", "failed", "infeasible")]
