@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from targets.hosts.qemu import _pdeathsig, _start_time, reap_stale_qemu
+from targets.hosts.qemu import _start_time, reap_stale_qemu
 from targets.hosts.ssh import GrubBoot, RemoteHost, SshHost, check_boot_tokens, parse_ssh_url
 from targets.vm.image import recipe_hash
 from tuner.errors import BadInputError
@@ -118,8 +118,9 @@ def test_pdeathsig_kills_child_when_parent_is_killed(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
     script = (
         "import subprocess, sys, time\n"
-        "from targets.hosts.qemu import _pdeathsig\n"
-        "p = subprocess.Popen(['sleep', '300'], preexec_fn=_pdeathsig, start_new_session=True)\n"
+        "import signal\n"
+        "from targets.hosts.local import die_with_parent\n"
+        "p = subprocess.Popen(['sleep', '300'], preexec_fn=die_with_parent(signal.SIGKILL), start_new_session=True)\n"
         f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
         "time.sleep(300)\n"
     )
@@ -140,7 +141,6 @@ def test_pdeathsig_kills_child_when_parent_is_killed(tmp_path: Path) -> None:
     finally:
         parent.kill()
         parent.wait()
-    assert _pdeathsig is not None
 
 
 def test_empty_boot_tokens_never_touch_grub() -> None:
