@@ -82,6 +82,11 @@ def parse_space(text: str, source: str = "<space>") -> Space:
         where = f"line {mark.line + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpaceError(f"{source}: {where}not valid YAML ({problem})") from None
+    return space_from_document(data, source)
+
+
+def space_from_document(data: Any, source: str = "<space>") -> Space:
+    """A space from its parsed form: a loaded YAML file, or the copy stored with an experiment."""
     if not isinstance(data, dict) or not isinstance(data.get("parameters"), dict):
         raise SpaceError(f"{source}: expected a top-level 'parameters:' mapping of name -> settings")
     unknown = set(data) - TOP_KEYS

@@ -110,14 +110,12 @@ def _tries(texts: tuple[str, ...], space, store, name: str) -> tuple[dict, ...]:
     from spaces.model import parse_assignment
 
     if space is None:
-        import yaml
-
-        from spaces.loader import parse_space
+        from tuner.experiment import stored_space
 
         existing = store.get_experiment(name)
         if existing is None:
             raise BadInputError(f"experiment {name!r} does not exist; give --space to create it")
-        space = parse_space(yaml.safe_dump(existing.space), source=f"experiment {name}")
+        space = stored_space(existing)
     parsed = []
     for text in texts:
         try:
@@ -415,13 +413,12 @@ def show(name: str, db: str) -> None:
 @handle_errors
 def best(name: str, db: str, as_json: bool) -> None:
     """The recommended configuration, as /etc/sysctl.d lines plus sysfs/debugfs/boot settings."""
-    from spaces.loader import parse_space
+    from tuner.experiment import stored_space
     from tuner.recommend import recommend
-    import yaml
 
     store = open_store(db, create=False)
     experiment = _experiment(store, name)
-    space = parse_space(yaml.safe_dump(experiment.space), source=f"experiment {name}")
+    space = stored_space(experiment)
     choice = recommend(store, experiment)
     if choice is None:
         raise BadInputError(f"experiment {name!r} has no succeeded trial yet")

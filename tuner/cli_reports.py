@@ -16,11 +16,9 @@ from tuner.errors import BadInputError
 
 
 def _load_space(experiment):  # type: ignore[no-untyped-def]
-    import yaml
+    from tuner.experiment import stored_space
 
-    from spaces.loader import parse_space
-
-    return parse_space(yaml.safe_dump(experiment.space), source=f"experiment {experiment.name}")
+    return stored_space(experiment)
 
 
 def _write(path: str, text: str) -> None:

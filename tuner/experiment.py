@@ -86,21 +86,24 @@ def best_trial(trials: list[TrialRecord], maximize: bool) -> TrialRecord | None:
     return max(done, key=lambda t: t.objective) if maximize else min(done, key=lambda t: t.objective)  # type: ignore[arg-type,return-value]
 
 
+def stored_space(experiment: ExperimentRecord) -> Space:
+    """The space an experiment was created with, from the copy stored in the database."""
+    from spaces.loader import space_from_document
+
+    return space_from_document(experiment.space, source=f"experiment {experiment.name}")
+
+
 def resolve_experiment(
     store: ResultStore, *, name: str, space: Space | None, target: dict[str, Any], settings: RunSettings,
-    extra_settings: dict[str, Any],
 ) -> tuple[ExperimentRecord | None, Space]:
     """The stored experiment of this name (checked against the given space), or None with the
     space to create it from. Nothing is written here: bad input leaves the database unchanged."""
-    from spaces.loader import parse_space
-    import yaml
-
     existing = store.get_experiment(name)
     if existing is None:
         if space is None:
             raise BadInputError(f"experiment {name!r} does not exist; give --space to create it")
         return None, space
-    stored_space = parse_space(yaml.safe_dump(existing.space), source=f"experiment {name}")
+    stored = stored_space(existing)
     if space is not None and space.hash() != existing.space_hash:
         raise BadInputError(
             f"experiment {name!r} was created with another space (hash {existing.space_hash}, "
@@ -115,7 +118,7 @@ def resolve_experiment(
         raise BadInputError(
             f"experiment {name!r} tunes app {existing.target.get('app')!r}, not {target.get('app')!r}"
         )
-    return existing, stored_space
+    return existing, stored
 
 
 class ExperimentRunner:
@@ -160,7 +163,7 @@ class ExperimentRunner:
     def run(self) -> RunSummary:
         existing, space = resolve_experiment(
             self.store, name=self.settings.experiment, space=self.space, target=self.target,
-            settings=self.settings, extra_settings=self.extra_settings,
+            settings=self.settings,
         )
         self.space = space
         summary = RunSummary(self.settings.experiment, 0, 0, None, None)
@@ -233,17 +236,16 @@ class ExperimentRunner:
     def _next_params(
         self, experiment: ExperimentRecord, space: Space, report: ProbeReport, trials: list[TrialRecord],
     ) -> tuple[dict[str, Value], str, Proposal | None]:
+        baseline = {name: report.current[name] for name in space.names}
         if not any(t.source == "baseline" and t.status == "succeeded" for t in trials) and not any(
             t.source == "baseline" and t.status in ("running", "failed") and t.run_id == self.run_id for t in trials
         ):
             # Trial 1 (and again after a baseline was aborted) measures the host as it is.
-            return {name: report.current[name] for name in space.names}, "baseline", None
+            return baseline, "baseline", None
         tried = sum(1 for t in trials if t.source == "try" and t.run_id == self.run_id)
         if tried < len(self.settings.tries):
-            params = {name: report.current[name] for name in space.names}
-            params.update({k: v for k, v in self.settings.tries[tried].items() if k in space})
-            return params, "try", None
-        profile = self._next_profile(space, report, trials)
+            return {**baseline, **{k: v for k, v in self.settings.tries[tried].items() if k in space}}, "try", None
+        profile = self._next_profile(space, baseline, trials)
         if profile is not None:
             return profile.params, profile.label, None
         observations = [
@@ -256,7 +258,7 @@ class ExperimentRunner:
                            remaining=getattr(self, "_remaining", None))
         return proposal.params, proposal.source, proposal
 
-    def _next_profile(self, space: Space, report: ProbeReport, trials: list[TrialRecord]):  # type: ignore[no-untyped-def]
+    def _next_profile(self, space: Space, baseline: dict[str, Value], trials: list[TrialRecord]):  # type: ignore[no-untyped-def]
         """The next shipped profile not yet measured in this experiment (tuner/profiles.py).
         Only early in an experiment: a profile is a starting point, not a late guess."""
         if not self.settings.profiles:
@@ -265,7 +267,7 @@ class ExperimentRunner:
 
         if len(trials) > 1 + len(SHIPPED) + 2:
             return None
-        configs, notes = profile_configs(space, {name: report.current[name] for name in space.names})
+        configs, notes = profile_configs(space, baseline)
         done = {t.source for t in trials if t.status in ("succeeded", "failed", "infeasible", "running")}
         if len(trials) == 1:
             for note in notes:

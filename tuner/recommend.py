@@ -16,6 +16,7 @@ from typing import Any
 from spaces.model import Space
 from storage.store import ExperimentRecord, ResultStore, TrialRecord
 from tuner import racing
+from tuner.experiment import stored_space
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,7 @@ class Recommendation:
 
 
 def _space(experiment: ExperimentRecord) -> Space:
-    import yaml
-
-    from spaces.loader import parse_space
-
-    return parse_space(yaml.safe_dump(experiment.space), source=f"experiment {experiment.name}")
+    return stored_space(experiment)
 
 
 def choose(space: Space, trials: list[TrialRecord], *, seed: int, maximize: bool) -> racing.Candidate | None:

@@ -87,13 +87,11 @@ class ReportData:
 
 
 def load(store: ResultStore, experiment: ExperimentRecord) -> ReportData:
-    import yaml
-
-    from spaces.loader import parse_space
+    from tuner.experiment import stored_space
     from tuner.outcome import is_verified, latest_verification
     from tuner.recommend import recommend
 
-    space = parse_space(yaml.safe_dump(experiment.space), source=f"experiment {experiment.name}")
+    space = stored_space(experiment)
     trials = store.trials(experiment.id)
     choice = recommend(store, experiment)
     recommended = choice.trial.number if choice else None
