@@ -41,6 +41,8 @@ RERUN_SHARE = 0.0
 UNKNOWN_LENGTH_SHARE = 0.25
 #: the last trials of a run, spent on re-measurements so the recommendation has MIN_MEASUREMENTS
 ENDGAME = 4
+#: trials left when the end game's model-best proposal (SkoptOptimizer.exploit) is made; 0: never
+EXPLOIT_AT = ENDGAME + 1
 #: measurements wanted for the best, second and third configuration by estimate
 TARGETS = (MIN_MEASUREMENTS, 2, 2)
 
