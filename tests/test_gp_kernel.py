@@ -190,10 +190,6 @@ def test_exploit_respects_relations_that_bind_at_the_models_optimum():
     assert abs(best["x.background"] - 24.5) <= 8, best
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "exploit() starts its coordinate search from evaluated configurations without checking them: "
-    "a measured baseline that violates a relation (the host's own values are not checked) and is "
-    "the model's best is returned as it is, and propose() makes it the end game's proposal"))
 def test_exploit_respects_relations_even_when_the_best_measured_configuration_violates_them():
     # Trial 1 measures the host as it is (tuner/experiment.py), relations or not.
     baseline = Observation(UNCONSTRAINED_BEST, "succeeded", math.exp(relation_log_latency(UNCONSTRAINED_BEST)),

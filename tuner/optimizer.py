@@ -274,7 +274,7 @@ class SkoptOptimizer:
                 self._rows[key] = row
         return np.array([self._rows[k] for k in keys])
 
-    def exploit(self) -> dict[str, Value]:
+    def exploit(self) -> dict[str, Value] | None:
         """The configuration the model believes best: the posterior mean minimized by coordinate
         search (each knob in turn over a grid of its values, twice over), from the three best
         evaluated configurations by posterior mean. With an additive model this composes the best
@@ -283,7 +283,10 @@ class SkoptOptimizer:
         evaluated = self._opt.Xi
         mean_e = self._predict(evaluated)
         best_point, best_mean = None, math.inf
-        for index in np.argsort(mean_e)[:3]:
+        # only from measured configurations that satisfy the relations: the baseline (the host as
+        # it was) need not, and a search that never moves would return it
+        starts = [i for i in np.argsort(mean_e) if not self.space.satisfies(self._decode(evaluated[i]))][:3]
+        for index in starts:
             point = list(evaluated[index])
             mean = float(mean_e[index])
             for _ in range(EXPLOIT_PASSES):
@@ -298,8 +301,7 @@ class SkoptOptimizer:
                         point, mean = variants[k], float(means[k])
             if mean < best_mean:
                 best_point, best_mean = point, mean
-        assert best_point is not None
-        return self._decode(best_point)
+        return None if best_point is None else self._decode(best_point)
 
     def _predict(self, points: Sequence[Sequence[Any]]) -> np.ndarray:
         with warnings.catch_warnings():
@@ -597,11 +599,12 @@ def _propose(
     if (racing and remaining is not None and remaining == race_exploit_at() and hasattr(optimizer, "exploit")
             and getattr(optimizer, "has_model", False)):
         # The end game opens with the model's own best guess, then races it (tuner/racing.py)
-        params = optimizer.exploit()
-        theta = optimizer.fitted_theta()
-        return Proposal(params=params, engine=optimizer.name, observations=len(pairs),
-                        propose_ms=(time.perf_counter() - started) * 1000.0, source="optimizer",
-                        notes={"exploit": True, **({"theta": theta} if theta else {})})
+        best_guess = optimizer.exploit()
+        if best_guess is not None:
+            theta = optimizer.fitted_theta()
+            return Proposal(params=best_guess, engine=optimizer.name, observations=len(pairs),
+                            propose_ms=(time.perf_counter() - started) * 1000.0, source="optimizer",
+                            notes={"exploit": True, **({"theta": theta} if theta else {})})
     params = optimizer.ask()
     rejected = 0
     if space.relations:
