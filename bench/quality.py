@@ -16,7 +16,7 @@ the same noise sequence. Metric: true (noise-free) value of the recommended conf
 the function's exact optimum, in ms; the table shows the median over seeds (and the mean), and
 the regret of the space's default configuration (the baseline trial) for scale.
 
-    python bench/quality.py [--seeds 10] [--trials 40] [--functions haltpoll,writeback,needle]
+    python bench/quality.py [--seeds 10] [--first-seed 0] [--trials 40] [--functions haltpoll,writeback,needle]
 """
 
 from __future__ import annotations
@@ -138,6 +138,7 @@ def run_tool(tool: str, function: str, seed: int, trials: int, workdir: Path) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here (another sample of runs)")
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--functions", default=",".join(objective.FUNCTIONS))
     parser.add_argument("--tools", default=",".join(TOOLS))
@@ -148,7 +149,7 @@ def main() -> None:
     results: dict[str, dict[str, list[dict[str, Any]]]] = {f: {t: [] for t in tools} for f in functions}
     with tempfile.TemporaryDirectory() as tmp:
         for function in functions:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 for tool in tools:
                     results[function][tool].append(run_tool(tool, function, seed, args.trials, Path(tmp)))
                 print(f"{function} seed {seed}: " + "  ".join(

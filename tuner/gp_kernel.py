@@ -194,8 +194,15 @@ LENGTH_SCALE_BOUNDS = (0.03, 20.0)
 JOINT_ARD = False
 
 
-def additive_kernel(groups: Sequence[Sequence[int]], amplitude: float = 0.1, length_scale: float = 0.3) -> AdditiveKernel:
+INITIAL_AMPLITUDE = 0.1
+INITIAL_LENGTH_SCALE = 0.3
+
+
+def additive_kernel(groups: Sequence[Sequence[int]], amplitude: float | None = None,
+                    length_scale: float | None = None) -> AdditiveKernel:
     """Every knob starting equally relevant and equally smooth."""
+    amplitude = INITIAL_AMPLITUDE if amplitude is None else amplitude
+    length_scale = INITIAL_LENGTH_SCALE if length_scale is None else length_scale
     return AdditiveKernel([list(g) for g in groups], [amplitude] * len(groups), [length_scale] * len(groups),
                           joint_length_scales=[1.0] * (len(groups) if JOINT_ARD else 1),
                           amplitude_bounds=AMPLITUDE_BOUNDS, length_scale_bounds=LENGTH_SCALE_BOUNDS)
