@@ -286,7 +286,7 @@ class SkoptOptimizer:
         best_point, best_mean = None, math.inf
         # only from measured configurations that satisfy the relations: the baseline (the host as
         # it was) need not, and a search that never moves would return it
-        starts = [i for i in np.argsort(mean_e) if not self.space.satisfies(self._decode(evaluated[i]))][:3]
+        starts = [i for i in np.argsort(mean_e) if not self.space.satisfies(self._decode(evaluated[i]))][:EXPLOIT_STARTS]
         for index in starts:
             point = list(evaluated[index])
             mean = float(mean_e[index])
@@ -364,6 +364,7 @@ class SkoptOptimizer:
 #: what a fresh build would be (same seed, same design, same random state), so this is a memo of
 #: a pure function, not state carried between proposals.
 _PRISTINE: dict[tuple, Any] = {}
+NOISE_BOUNDS = (1e-4, 10.0)
 
 
 def _pristine_skopt(space: Space, seed: int, n_initial_points: int):  # type: ignore[no-untyped-def]
@@ -388,7 +389,7 @@ def _pristine_skopt(space: Space, seed: int, n_initial_points: int):  # type: ig
 
         groups = column_groups([d.transformed_size for d in SkSpace(dimensions).dimensions])
         estimator = GaussianProcessRegressor(
-            kernel=Sum(additive_kernel(groups), WhiteKernel(0.1, (1e-4, 10.0))), normalize_y=True,
+            kernel=Sum(additive_kernel(groups), WhiteKernel(0.1, NOISE_BOUNDS)), normalize_y=True,
             noise="gaussian", n_restarts_optimizer=0, random_state=seed)
         estimator.optimizer = _WarmLbfgs(None, 0)  # replaced per fit, see SkoptOptimizer._fit
         if len(_PRISTINE) >= 16:
@@ -462,6 +463,7 @@ def _perturb(param: Parameter, coordinate: Any, rng: np.random.Generator) -> Any
 
 #: the exploit search: passes over the knobs, and grid points per numeric knob
 EXPLOIT_PASSES = 2
+EXPLOIT_STARTS = 3
 #: a knob moves in the exploit search only when the model's improvement is at least this many
 #: posterior standard deviations of the difference: without it the search followed weak, noisy
 #: trends to the edges of ranges (read-ahead 8 kB, bfq) on bench/quality.py; with 0.5 or 1.0 the
