@@ -585,12 +585,6 @@ def propose(
                         racing=racing, remaining=remaining)
 
 
-def race_exploit_at() -> int:
-    from tuner import racing as race
-
-    return race.EXPLOIT_AT
-
-
 def _propose(
     space: Space, observations: Sequence[Observation], *, seed: int, maximize: bool, engine: str,
     warm_theta: Sequence[float] | None, racing: bool = True, remaining: int | None = None,
@@ -602,9 +596,9 @@ def _propose(
     optimizer = ENGINES[engine](space, seed=seed, warm_theta=warm_theta)
     step_seed = (seed * 1_000_003 + len(observations)) % (2**32)
     optimizer.tell_many(pairs)
-    if racing and getattr(optimizer, "has_model", False):
-        from tuner import racing as race
+    from tuner import racing as race
 
+    if racing and getattr(optimizer, "has_model", False) and race.rerun_due(observations, remaining=remaining):
         ranked = race.rank(space, race.group(space, observations), optimizer, maximize=maximize)
         rerun = race.next_rerun(ranked, observations, remaining=remaining)
         if rerun is not None:
@@ -615,7 +609,7 @@ def _propose(
                        "estimate": round(float(rerun.estimate or 0.0), 6),
                        **({"theta": optimizer.fitted_theta()} if optimizer.fitted_theta() else {})},
             )
-    if (racing and remaining is not None and remaining == race_exploit_at() and hasattr(optimizer, "exploit")
+    if (racing and remaining is not None and remaining == race.EXPLOIT_AT and hasattr(optimizer, "exploit")
             and getattr(optimizer, "has_model", False)):
         # The end game opens with the model's own best guess, then races it (tuner/racing.py)
         best_guess = optimizer.exploit()

@@ -126,7 +126,7 @@ def next_rerun(
 
     `remaining` (trials left in this run, this one included) triggers the end game (see the
     module docstring), so the run ends with a recommendation measured MIN_MEASUREMENTS times."""
-    if not ranked:
+    if not ranked or not rerun_due(observations, share=share, remaining=remaining):
         return None
     if remaining is not None and remaining <= ENDGAME:
         # The end game (the last ENDGAME trials): re-measurements only. The best configuration by
@@ -135,16 +135,23 @@ def next_rerun(
         # the best one, the next takes over with enough trials left to be confirmed.
         reachable = [c for c in ranked if c.measurements + remaining >= targets[0]]
         return next((c for c in reachable[:2] if c.measurements < targets[0]), None)
-    if remaining is None:
-        share = max(share, UNKNOWN_LENGTH_SHARE)
-    finished = [o for o in observations if o.status in ("succeeded", "failed", "infeasible")]
-    reruns = sum(1 for o in finished if o.source == "rerun")
-    if reruns + 1 > share * (len(finished) + 1):
-        return None
     for cand, wanted in zip(ranked, targets):
         if cand.measurements < wanted:
             return cand
     return None
+
+
+def rerun_due(observations: Sequence[Observation], *, share: float = RERUN_SHARE,
+              remaining: int | None = None) -> bool:
+    """Whether racing may re-measure now (the end game, or re-measurements under their share):
+    the cheap half of `next_rerun`, so a proposal ranks configurations only when it may use them."""
+    if remaining is not None and remaining <= ENDGAME:
+        return True
+    if remaining is None:
+        share = max(share, UNKNOWN_LENGTH_SHARE)
+    finished = [o for o in observations if o.status in ("succeeded", "failed", "infeasible")]
+    reruns = sum(1 for o in finished if o.source == "rerun")
+    return reruns + 1 <= share * (len(finished) + 1)
 
 
 def incumbent(ranked: Sequence[Candidate], min_measurements: int = MIN_MEASUREMENTS) -> Candidate | None:
