@@ -15,12 +15,6 @@ from rich.table import Table
 from tuner.errors import BadInputError
 
 
-def _load_space(experiment):  # type: ignore[no-untyped-def]
-    from tuner.experiment import stored_space
-
-    return stored_space(experiment)
-
-
 def _write(path: str, text: str) -> None:
     try:
         Path(path).write_text(text)
@@ -77,6 +71,7 @@ def register(main: click.Group) -> None:
     def export(name: str, db: str, fmt: str, output: str | None, trial_number: int | None) -> None:
         """Export the recommended configuration (sysctl.d, grub, tuned) or all trials (json, csv)."""
         from tuner import export as ex
+        from tuner.experiment import stored_space
 
         store = open_store(db, create=False)
         experiment = _experiment(store, name)
@@ -84,7 +79,7 @@ def register(main: click.Group) -> None:
             trials = store.trials(experiment.id)
             text = ex.render_trials_json(experiment, trials) if fmt == "json" else ex.render_trials_csv(trials)
         else:
-            space = _load_space(experiment)
+            space = stored_space(experiment)
             trial, reason = _chosen_trial(store, experiment, trial_number)
             summary = (f"ostune {experiment.name} trial {trial.number}: {experiment.objective} = "
                        f"{trial.objective:.4g} ({reason})")

@@ -39,10 +39,6 @@ class Recommendation:
         return len(self.trials)
 
 
-def _space(experiment: ExperimentRecord) -> Space:
-    return stored_space(experiment)
-
-
 def choose(space: Space, trials: list[TrialRecord], *, seed: int, maximize: bool) -> racing.Candidate | None:
     """The incumbent of a history: see the module docstring."""
     from tuner.optimizer import Observation, SkoptOptimizer, model_targets
@@ -73,7 +69,7 @@ def estimate_to_objective(estimate: float | None, candidate: racing.Candidate, m
 
 def recommend(store: ResultStore, experiment: ExperimentRecord) -> Recommendation | None:
     trials = store.trials(experiment.id)
-    space = _space(experiment)
+    space = stored_space(experiment)
     best = choose(space, trials, seed=experiment.seed, maximize=experiment.maximize)
     if best is None:
         return None

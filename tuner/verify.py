@@ -215,10 +215,10 @@ class Verifier:
         from tuner.host_state import HostState
         from tuner.measure import aggregate, measure_repetitions
         from tuner.ownership import ProcessIdentity
-        from tuner.recommend import _space
+        from tuner.experiment import stored_space
 
         experiment = self.experiment
-        space = _space(experiment)
+        space = stored_space(experiment)
         contenders = contenders_for(self.store, experiment, space, profiles=self.profiles)
         settings = RunSettings(experiment=experiment.name, trials=0, objective=experiment.objective,
                                maximize=experiment.maximize, repetitions=self.repetitions,
