@@ -230,10 +230,7 @@ class SkoptOptimizer:
         """The model's mean (engine units, lower is better) at each configuration."""
         if self._model is None:
             raise RuntimeError("no model fitted yet")
-        X = self._transform([self._point(c) for c in configs])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return np.asarray(self._model.predict(X), dtype=float)
+        return self._predict([self._point(c) for c in configs])
 
     def ask(self) -> dict[str, Value]:
         if self._model is None:
@@ -242,10 +239,7 @@ class SkoptOptimizer:
                 return self._decode(self._opt._ask())
             return {p.name: sample(p, self._rng) for p in self.space.parameters}
         evaluated = self._opt.Xi
-        Xe = self._transform(evaluated)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mean_e = self._model.predict(Xe)
+        mean_e = self._predict(evaluated)
         order = np.argsort(mean_e)
         anchors = [evaluated[i] for i in order[:3]]
         candidates = self._global_candidates(self.GLOBAL_CANDIDATES)
@@ -316,6 +310,7 @@ class SkoptOptimizer:
         return float(mean[0] - mean[1]) >= EXPLOIT_KAPPA * math.sqrt(max(var, 0.0))
 
     def _predict(self, points: Sequence[Sequence[Any]]) -> np.ndarray:
+        """The posterior mean at engine points (engine units, lower is better)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return np.asarray(self._model.predict(self._transform(points)), dtype=float)
@@ -585,6 +580,13 @@ def propose(
                         racing=racing, remaining=remaining)
 
 
+def _theta_note(optimizer: Any) -> dict[str, Any]:
+    """The engine's fitted hyperparameters for the proposal's notes (the next rebuild starts its
+    fit from them), if it has any."""
+    theta = getattr(optimizer, "fitted_theta", lambda: None)()
+    return {"theta": theta} if theta else {}
+
+
 def _propose(
     space: Space, observations: Sequence[Observation], *, seed: int, maximize: bool, engine: str,
     warm_theta: Sequence[float] | None, racing: bool = True, remaining: int | None = None,
@@ -606,18 +608,16 @@ def _propose(
                 params=dict(rerun.params), engine=optimizer.name, observations=len(pairs),
                 propose_ms=(time.perf_counter() - started) * 1000.0, source="rerun",
                 notes={"rerun_of": rerun.trials[:1], "measurements": rerun.measurements,
-                       "estimate": round(float(rerun.estimate or 0.0), 6),
-                       **({"theta": optimizer.fitted_theta()} if optimizer.fitted_theta() else {})},
+                       "estimate": round(float(rerun.estimate or 0.0), 6), **_theta_note(optimizer)},
             )
     if (racing and remaining is not None and remaining == race.EXPLOIT_AT and hasattr(optimizer, "exploit")
             and getattr(optimizer, "has_model", False)):
         # The end game opens with the model's own best guess, then races it (tuner/racing.py)
         best_guess = optimizer.exploit()
         if best_guess is not None:
-            theta = optimizer.fitted_theta()
             return Proposal(params=best_guess, engine=optimizer.name, observations=len(pairs),
                             propose_ms=(time.perf_counter() - started) * 1000.0, source="optimizer",
-                            notes={"exploit": True, **({"theta": theta} if theta else {})})
+                            notes={"exploit": True, **_theta_note(optimizer)})
     params = optimizer.ask()
     rejected = 0
     if space.relations:
@@ -632,10 +632,7 @@ def _propose(
             from tuner.errors import SpaceError
 
             raise SpaceError(f"no configuration satisfying the relations found in {rejected} tries")
-    notes: dict[str, Any] = {"relation_rejects": rejected}
-    theta = getattr(optimizer, "fitted_theta", lambda: None)()
-    if theta is not None:
-        notes["theta"] = theta
+    notes: dict[str, Any] = {"relation_rejects": rejected, **_theta_note(optimizer)}
     return Proposal(
         params=params, engine=optimizer.name, observations=len(pairs),
         propose_ms=(time.perf_counter() - started) * 1000.0, notes=notes,
