@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from targets.hosts.qemu import _start_time, reap_stale_qemu
+from targets.hosts.qemu import _start_time, console_tail, reap_stale_qemu
 from targets.hosts.ssh import GrubBoot, RemoteHost, SshHost, check_boot_tokens, parse_ssh_url
 from targets.vm.image import recipe_hash
 from tuner.errors import BadInputError
@@ -162,3 +162,19 @@ def test_image_build_without_root_is_a_clear_host_error(tmp_path: Path, monkeypa
         image_mod.build_image(tmp_path, "direct")
     with pytest.raises(BadInputError, match="bootloader"):
         image_mod.build_image(tmp_path, "uefi")  # type: ignore[arg-type]
+
+
+def test_console_tail_keeps_the_panic_line_when_the_stack_trace_pushed_it_out():
+    # Shaped like the serial output of a guest booted with init=/bin/false under TCG, where the
+    # trace after the panic line was longer than the 40-line tail (seen in a suite run).
+    trace = [f"[    5.{i:06d}]  ? some_function+0x{i:x}/0x100" for i in range(60)]
+    text = "\r\n".join(["[    5.100000] Run /bin/false as init process",
+                        "[    5.114000] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100",
+                        *trace, "[    5.117511] Rebooting in 1 seconds.."])
+    tail = console_tail(text, 40).splitlines()
+    assert tail[0].endswith("Attempted to kill init! exitcode=0x00000100") and tail[1] == "..."
+    assert tail[2:] == text.replace("\r", "").splitlines()[-40:]
+    # a tail that already has it, or output without a panic, is just the last lines
+    assert console_tail(text, 70).splitlines() == text.replace("\r", "").splitlines()[-70:]
+    quiet = "\n".join(f"line {i}" for i in range(100))
+    assert console_tail(quiet, 40).splitlines() == [f"line {i}" for i in range(60, 100)]

@@ -143,6 +143,18 @@ def _qemu_path_escape(path: Path) -> str:
 _NOTABLE = re.compile(r"Kernel panic|not syncing|Attempted to kill init|error|fail|Gave up|ALERT", re.I)
 
 
+def console_tail(text: str, lines: int = 40) -> str:
+    """The last lines of a guest's serial output, led by the kernel's panic line when that has
+    scrolled out of them: a panic's stack trace under TCG can be longer than the tail, and the
+    trace without its headline does not say what went wrong."""
+    all_lines = text.replace("\r", "").splitlines()
+    tail = all_lines[-lines:]
+    panic = next((line for line in reversed(all_lines[:-lines]) if "Kernel panic" in line), None)
+    if panic is not None and not any("Kernel panic" in line for line in tail):
+        tail = [panic, "..."] + tail
+    return "\n".join(tail)
+
+
 def _console_summary(tail: str) -> str:
     """The most telling console line (a panic reason beats the register dump), else the last ones."""
     lines = [ln.strip() for ln in tail.splitlines() if ln.strip()]
@@ -343,7 +355,7 @@ class QemuHost(RemoteHost):
             text = self.serial_log.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.replace("\r", "").splitlines()[-lines:])
+        return console_tail(text, lines)
 
     def _launch(self, accel: str, tokens: tuple[str, ...]) -> None:
         self.current_tokens = tokens
