@@ -12,7 +12,7 @@ import pytest
 from targets.apps.base import Endpoint
 from targets.apps.managed import free_loopback_port
 from targets.apps.redis import RedisApp
-from targets.hosts.local import LocalHost
+from targets.hosts.local import WORKDIR_OWNER_FILE, LocalHost
 from targets.workloads.redis_benchmark import RedisBenchmarkWorkload
 from tuner.errors import AppError, BadInputError, WorkloadError
 
@@ -101,6 +101,9 @@ def test_keep_leaves_workdir(host: LocalHost) -> None:
     app.stop()
     try:
         assert workdir and os.path.exists(os.path.join(workdir, "redis.log"))
+        # kept on purpose: not claimed any more, so a later command's cleanup of dead runs'
+        # leftovers does not remove it even once this process is gone
+        assert not os.path.exists(os.path.join(workdir, WORKDIR_OWNER_FILE))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -98,6 +98,8 @@ def open_store(db: str, *, create: bool = True, console: Console | None = None):
             out.print(f"[red]recovery failed:[/red] {line}")
         if report.aborted_trials:
             out.print(f"marked {report.aborted_trials} interrupted trial(s) aborted")
+        for path in report.removed_workdirs:
+            out.print(f"removed {path}, the work directory of a dead ostune process", highlight=False)
         for host_key, count in report.remote_pending.items():
             out.print(f"{count} value(s) on {host_key} still need restoring: run `ostune restore --host {host_key}`")
     return store

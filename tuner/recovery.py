@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from storage.store import ResultStore
 from targets.hosts.base import Host
-from targets.hosts.local import LocalHost
+from targets.hosts.local import LocalHost, reap_stale_workdirs
 from tuner.host_state import restore_entries
 from tuner.ownership import owner_is_alive
 
@@ -20,10 +20,12 @@ class RecoveryReport:
     aborted_trials: int = 0
     #: journal entries of dead runs on hosts this process cannot reach by itself
     remote_pending: dict[str, int] = field(default_factory=dict)
+    #: work directories (server data and logs) of dead ostune processes, removed
+    removed_workdirs: list[str] = field(default_factory=list)
 
     @property
     def anything(self) -> bool:
-        return bool(self.restored or self.failures or self.crashed_runs or self.remote_pending)
+        return bool(self.restored or self.failures or self.crashed_runs or self.remote_pending or self.removed_workdirs)
 
 
 def dead_runs(store: ResultStore) -> list:  # type: ignore[type-arg]
@@ -58,4 +60,5 @@ def recover(store: ResultStore, local: LocalHost | None = None) -> RecoveryRepor
                 report.remote_pending[entry.host_key] = report.remote_pending.get(entry.host_key, 0) + 1
         report.aborted_trials += store.mark_run_crashed(run.id)
         report.crashed_runs.append(run.id)
+    report.removed_workdirs = reap_stale_workdirs()
     return report

@@ -376,8 +376,7 @@ class MariaDBApp(ManagedServer):
         self._proc = None
         if host is not None and self._workdir:
             self._last_tail = self._tail(host) or self._last_tail
-            if not self.keep:
-                host.remove_tree(self._workdir)
+            host.release_workdir(self._workdir, keep=self.keep)
         self._workdir = None
         self._endpoint = None
 
@@ -386,8 +385,8 @@ class MariaDBApp(ManagedServer):
         if host is None:
             return
         problem = self._shutdown()
-        if self._workdir and not self.keep:
-            host.remove_tree(self._workdir)
+        if self._workdir:
+            host.release_workdir(self._workdir, keep=self.keep)
         self._workdir = None
         self._endpoint = None
         if problem:

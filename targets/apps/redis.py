@@ -170,8 +170,8 @@ class RedisApp(ManagedServer):
                 host.terminate(self._proc, timeout_s=self.stop_timeout_s)
             except HostError:
                 pass
-        if host is not None and self._workdir and not self.keep:
-            host.remove_tree(self._workdir)
+        if host is not None and self._workdir:
+            host.release_workdir(self._workdir, keep=self.keep)
         self._proc = None
         self._workdir = None
         self._endpoint = None
@@ -188,8 +188,8 @@ class RedisApp(ManagedServer):
             except HostError as exc:
                 raise AppError(f"redis-server (pid {self._proc.pid}) could not be stopped: {exc}") from None
             self._proc = None
-        if self._workdir and not self.keep:
-            host.remove_tree(self._workdir)
+        if self._workdir:
+            host.release_workdir(self._workdir, keep=self.keep)
         self._workdir = None
         self._endpoint = None
 

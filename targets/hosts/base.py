@@ -137,6 +137,17 @@ class Host(abc.ABC):
     def remove_tree(self, path: str) -> None:
         ...
 
+    def keep_workdir(self, path: str) -> None:
+        """A work directory that is to outlive this process on purpose (an app's `keep`): stop
+        claiming it, so no later ostune command removes it as a dead run's leftover."""
+
+    def release_workdir(self, path: str, *, keep: bool) -> None:
+        """The end of a work directory's use: removed, or kept for the user."""
+        if keep:
+            self.keep_workdir(path)
+        else:
+            self.remove_tree(path)
+
     @abc.abstractmethod
     def facts(self) -> HostFacts:
         ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import platform
 import resource
@@ -15,8 +16,15 @@ import tempfile
 import time
 from typing import Callable, Sequence
 
+from pathlib import Path
+
 from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
 from tuner.errors import ApplyError, HostError, KnobUnavailableError
+from tuner.ownership import ProcessIdentity, owner_is_alive
+
+#: written into every work directory ostune creates here, so the next ostune command can tell a
+#: directory whose owner was killed (-9: no cleanup ran) from one in use
+WORKDIR_OWNER_FILE = ".ostune-owner.json"
 
 
 def _first_match(text: str, prefix: str) -> str:
@@ -181,10 +189,17 @@ class LocalHost(Host):
             child.wait(timeout=5)
 
     def make_workdir(self, prefix: str) -> str:
-        return tempfile.mkdtemp(prefix=f"ostune-{prefix}-")
+        path = tempfile.mkdtemp(prefix=f"ostune-{prefix}-")
+        me = ProcessIdentity.current()
+        Path(path, WORKDIR_OWNER_FILE).write_text(json.dumps(
+            {"pid": me.pid, "start_ticks": me.start_ticks, "machine": me.machine, "boot_id": me.boot_id}))
+        return path
 
     def remove_tree(self, path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
+
+    def keep_workdir(self, path: str) -> None:
+        Path(path, WORKDIR_OWNER_FILE).unlink(missing_ok=True)
 
     def facts(self) -> HostFacts:
         cpuinfo = self.read_text("/proc/cpuinfo")
@@ -206,3 +221,28 @@ class LocalHost(Host):
     def put_file(self, path: str, text: str) -> None:
         with open(path, "w") as f:
             f.write(text)
+
+
+def reap_stale_workdirs(parent: str | None = None) -> list[str]:
+    """Remove the work directories (server data, logs) of ostune processes that died without
+    cleaning up (kill -9, power loss); return their paths. Only directories carrying an owner
+    record whose owner is gone for good are touched: ones in use, and ones ostune did not make,
+    stay."""
+    removed: list[str] = []
+    root = Path(parent or tempfile.gettempdir())
+    try:
+        entries = sorted(root.glob("ostune-*"))
+    except OSError:
+        return removed
+    for path in entries:
+        try:
+            owner = json.loads((path / WORKDIR_OWNER_FILE).read_text())
+            alive = owner_is_alive(int(owner["pid"]), owner.get("start_ticks"), str(owner["machine"]),
+                                   str(owner.get("boot_id") or ""))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if alive is False:
+            shutil.rmtree(path, ignore_errors=True)
+            if not path.exists():
+                removed.append(str(path))
+    return removed

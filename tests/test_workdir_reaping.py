@@ -1,0 +1,58 @@
+"""A server's work directory (data, logs) outlives an ostune process killed with -9: the next
+ostune command removes it, and leaves alone the ones in use and the ones ostune did not make."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+from targets.hosts.local import WORKDIR_OWNER_FILE, LocalHost, reap_stale_workdirs
+from tests.helpers import QUADRATIC_COMMAND, QUADRATIC_SPACE, REPO, ostune
+
+CHILD = (
+    "import sys, time; from targets.hosts.local import LocalHost; "
+    "print(LocalHost().make_workdir('redis'), flush=True); time.sleep(300)"
+)
+
+
+def _workdir_of_killed_process(tmp_path) -> str:
+    """A real ostune host object makes a work dir in a child process, which is then kill -9'd."""
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True, cwd=REPO,
+                             env={**os.environ, "TMPDIR": str(tmp_path)})
+    path = child.stdout.readline().strip()  # type: ignore[union-attr]
+    (open(os.path.join(path, "redis.log"), "w")).write("server output\n")
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    return path
+
+
+def test_dead_owners_workdir_is_removed_live_and_foreign_ones_stay(tmp_path, monkeypatch):
+    dead = _workdir_of_killed_process(tmp_path)
+    owner = json.loads(open(os.path.join(dead, WORKDIR_OWNER_FILE)).read())
+    assert owner["pid"] != os.getpid()
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    live = LocalHost().make_workdir("mariadb")
+    foreign = tmp_path / "ostune-redis-notours"
+    foreign.mkdir()
+    assert reap_stale_workdirs(str(tmp_path)) == [dead]
+    assert not os.path.exists(dead)
+    assert os.path.isdir(live) and foreign.is_dir()
+    assert reap_stale_workdirs(str(tmp_path)) == []
+
+
+def test_next_command_removes_it_and_says_so(tmp_path):
+    dead = _workdir_of_killed_process(tmp_path)
+    space = tmp_path / "space.yaml"
+    space.write_text(QUADRATIC_SPACE)
+    result = ostune("run", "--app", "command", "--host", "none", "--space", str(space), "--command",
+                    QUADRATIC_COMMAND, "--trials", "1", "--db", f"sqlite:///{tmp_path / 'r.db'}",
+                    env={"TMPDIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert f"removed {dead}, the work directory of a dead ostune process" in result.stdout + result.stderr
+    assert not os.path.exists(dead)
