@@ -562,6 +562,26 @@ def vm_build(bootloader: str, force: bool, cache_dir: str | None) -> None:
                   f"bootloader {image.bootloader})")
 
 
+@vm.command("prune")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Where images are cached [default: ~/.cache/ostune/images].")
+@handle_errors
+def vm_prune(cache_dir: str | None) -> None:
+    """Remove cached guest images this version will not use again (other recipes, unfinished builds)."""
+    from pathlib import Path
+
+    from targets.vm.image import default_image_cache_dir, prune_images
+
+    console = Console(highlight=False)
+    directory = Path(cache_dir) if cache_dir else default_image_cache_dir()
+    pruned = prune_images(directory)
+    for entry in pruned:
+        console.print(f"removed {entry.path} ({entry.why}, {entry.size_bytes / 2**20:.0f} MiB)")
+    freed_mb = sum(e.size_bytes for e in pruned) / 2**20
+    console.print(f"{len(pruned)} removed, {freed_mb:.0f} MiB freed in {directory}" if pruned
+                  else f"nothing to remove in {directory}")
+
+
 @main.command()
 @handle_errors
 def spaces() -> None:

@@ -193,6 +193,57 @@ def build_image(
         return image
 
 
+
+@dataclass(frozen=True)
+class PrunedEntry:
+    path: Path
+    size_bytes: int
+    why: str
+
+
+def prune_images(cache_dir: Path) -> list[PrunedEntry]:
+    """Remove from the image cache what this version of ostune will not use again: images built
+    from other recipes (an older ostune, another package list) and unfinished builds whose builder
+    is gone. The current recipes' images, the shared package cache and any build in progress (its
+    lock is held) stay."""
+    cache_dir = Path(cache_dir).expanduser()
+    if not cache_dir.is_dir():
+        return []
+    current = {recipe_hash("direct"), recipe_hash("grub")}
+    pruned: list[PrunedEntry] = []
+    for entry in sorted(cache_dir.iterdir()):
+        if entry.name == "debs" or entry.suffix == ".lock":
+            continue
+        rhash, unfinished = entry.name.split(".tmp-")[0], ".tmp-" in entry.name
+        if not entry.is_dir() or (rhash in current and not unfinished):
+            continue
+        with open(cache_dir / f"{rhash}.lock", "a+") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # being built right now
+            size = _tree_size(entry)
+            shutil.rmtree(entry, ignore_errors=True)
+            pruned.append(PrunedEntry(entry, size, "unfinished build" if unfinished else "image of another recipe"))
+    for lock_path in sorted(cache_dir.glob("*.lock")):
+        # the lock of a recipe nothing is left of: no image, no build
+        if lock_path.stem not in current and not any(
+                p.name.startswith(lock_path.stem) and p.is_dir() for p in cache_dir.iterdir()):
+            lock_path.unlink(missing_ok=True)
+    return pruned
+
+
+def _tree_size(path: Path) -> int:
+    """Bytes allocated on disk (qcow2 images are sparse: their length overstates them)."""
+    total = 0
+    for item in path.rglob("*"):
+        try:
+            if item.is_file() and not item.is_symlink():
+                total += item.stat().st_blocks * 512
+        except OSError:
+            pass
+    return total
+
 # -- build steps ------------------------------------------------------------------------------
 
 
