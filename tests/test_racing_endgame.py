@@ -24,9 +24,12 @@ def test_end_game_confirms_the_best_reachable_configuration_then_races_a_challen
     assert next_rerun([a1, b2, c3], [], remaining=1) is b2
     # the best has its 3: the challenger after it is re-measured, so it may overtake
     assert next_rerun([c3, a1, b2], [], remaining=2) is a1
-    # both confirmed (or out of reach): nothing to re-measure
-    assert next_rerun([c3, cand("d", 3), a1], [], remaining=2) is None
-    assert next_rerun([c3, a1], [], remaining=1) is None
+    # both leaders confirmed: the trials left settle between them (a new configuration could not
+    # reach 3 measurements any more), the less measured first, the leader on a tie
+    d3, e4 = cand("d", 3), cand("e", 4)
+    assert next_rerun([c3, d3, a1], [], remaining=2) is c3
+    assert next_rerun([e4, d3, a1], [], remaining=2) is d3
+    assert next_rerun([c3, a1], [], remaining=1) is c3  # a1 is out of reach: the leader alone
 
 
 def test_without_a_known_end_racing_remeasures_along_the_way():

@@ -9,7 +9,8 @@ recommendation. Racing rule, checked before every model-based proposal:
 - in the last `ENDGAME` (4) trials of a run, only re-measurements: the best configuration by
   estimate that can still reach `MIN_MEASUREMENTS` (3) is re-measured until it has them, then the
   best challenger that can (so it may overtake); if a re-measurement drops the best one, the next
-  takes over. (Re-measuring as late as possible instead, bench/quality.py at 20 seeds, sometimes
+  takes over. When both have their measurements, the trials left go to them too (a new
+  configuration measured once at the very end could never be recommended). (Re-measuring as late as possible instead, bench/quality.py at 20 seeds, sometimes
   ended with a configuration its re-measurements had shown bad as the only one measured 3 times.)
 - before that, while re-measurements are at most `RERUN_SHARE` of the finished trials (0 when the
   run's length is known, `UNKNOWN_LENGTH_SHARE` when it is not), the best configuration is
@@ -134,7 +135,13 @@ def next_rerun(
         # the best challenger that can, so it may overtake (racing); if a re-measurement drops
         # the best one, the next takes over with enough trials left to be confirmed.
         reachable = [c for c in ranked if c.measurements + remaining >= targets[0]]
-        return next((c for c in reachable[:2] if c.measurements < targets[0]), None)
+        due = next((c for c in reachable[:2] if c.measurements < targets[0]), None)
+        if due is None and reachable:
+            # Both leaders have their measurements, and a new configuration could no longer get
+            # them (it could never be recommended): settle between the two instead, the less
+            # measured one first, the leader on a tie.
+            due = min(reachable[:2], key=lambda c: c.measurements)
+        return due
     for cand, wanted in zip(ranked, targets):
         if cand.measurements < wanted:
             return cand
