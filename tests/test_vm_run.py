@@ -140,9 +140,12 @@ def test_kill_9_of_a_qemu_run_leaves_no_qemu_and_the_next_command_cleans_up(tmp_
     while qemu_pids_for(str(run_dir)) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert qemu_pids_for(str(run_dir)) == []
+    workdir = Path(json.loads(next(run_dir.glob("qemu-*.json")).read_text())["workdir"])
+    assert (workdir / "overlay.qcow2").exists()  # the dead owner could not remove its guest's disk
     from tests.helpers import ostune
     listed = ostune("experiments", "--db", f"sqlite:///{db}", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
+    assert not workdir.exists() and f"removed {workdir}" in listed.stderr
     assert query(db, "select status from trials") == [("aborted",)]
     # the guest's journalled values died with its throwaway overlay: nothing is left pending
     assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]

@@ -189,11 +189,7 @@ class LocalHost(Host):
             child.wait(timeout=5)
 
     def make_workdir(self, prefix: str) -> str:
-        path = tempfile.mkdtemp(prefix=f"ostune-{prefix}-")
-        me = ProcessIdentity.current()
-        Path(path, WORKDIR_OWNER_FILE).write_text(json.dumps(
-            {"pid": me.pid, "start_ticks": me.start_ticks, "machine": me.machine, "boot_id": me.boot_id}))
-        return path
+        return owned_tempdir(f"ostune-{prefix}-")
 
     def remove_tree(self, path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
@@ -221,6 +217,16 @@ class LocalHost(Host):
     def put_file(self, path: str, text: str) -> None:
         with open(path, "w") as f:
             f.write(text)
+
+
+def owned_tempdir(prefix: str) -> str:
+    """A new private directory in the temp dir, carrying this process's identity so that
+    `reap_stale_workdirs` can remove it once this process is gone without having cleaned up."""
+    path = tempfile.mkdtemp(prefix=prefix)
+    me = ProcessIdentity.current()
+    Path(path, WORKDIR_OWNER_FILE).write_text(json.dumps(
+        {"pid": me.pid, "start_ticks": me.start_ticks, "machine": me.machine, "boot_id": me.boot_id}))
+    return path
 
 
 def reap_stale_workdirs(parent: str | None = None) -> list[str]:

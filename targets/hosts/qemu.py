@@ -21,14 +21,13 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import weakref
 from pathlib import Path
 from typing import Callable, Literal, Sequence
 
-from targets.hosts.local import die_with_parent
+from targets.hosts.local import die_with_parent, owned_tempdir
 from targets.hosts.ssh import GrubBoot, RemoteHost, SshSession, check_boot_tokens
 from targets.vm.image import GuestImage
 from tuner.errors import BadInputError, HostError
@@ -223,7 +222,7 @@ class QemuHost(RemoteHost):
         self._say = progress or (lambda msg: None)
         self.run_dir = Path(run_dir) if run_dir is not None else default_run_dir()
         self._own_workdir = workdir is None
-        self.workdir = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="ostune-qemu-"))
+        self.workdir = Path(workdir) if workdir is not None else Path(owned_tempdir("ostune-qemu-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._proc: subprocess.Popen | None = None
         self._record: Path | None = None
