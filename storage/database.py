@@ -65,7 +65,14 @@ def open_engine(url_text: str = DEFAULT_DB_URL, *, create: bool = True) -> Engin
         _check_sqlite_path(url_text, url.database)
     try:
         engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
-    except (ArgumentError, ImportError) as exc:
+    except ImportError as exc:
+        # a server database whose Python driver is not installed (ostune depends on SQLite only)
+        raise StorageError(
+            f"database {url_text!r}: the {url.get_backend_name()} driver is not installed "
+            f"({getattr(exc, 'name', None) or exc}); install it into ostune's environment "
+            f"(e.g. pip install {getattr(exc, 'name', None) or 'the driver'}) or use sqlite:///PATH"
+        ) from None
+    except ArgumentError as exc:
         raise StorageError(f"database {url_text!r}: {exc}") from None
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)

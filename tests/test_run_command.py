@@ -107,7 +107,7 @@ BAD_SPACE = "parameters:\n  vm.x: {kind: sysctl, type: int, range: [10, 1]}\n"
 
 
 @pytest.mark.parametrize("case", ["malformed", "range", "unknown_sysctl", "reuse_other_space", "db_dir",
-                                  "no_command", "bad_host"])
+                                  "db_driver", "no_command", "bad_host"])
 def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_path, space_file, case):
     db = tmp_path / "bad.db"
     assert run_quadratic(space_file, db, 2).returncode == 0
@@ -129,6 +129,10 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_pat
     elif case == "db_dir":
         args = ["--space", str(space_file), "--experiment", "quad"]
         db_url = f"sqlite:///{tmp_path}/missing-dir/x.db"
+    elif case == "db_driver":
+        # a server database whose Python driver ostune does not install (it depends on SQLite only)
+        args = ["--space", str(space_file), "--experiment", "quad"]
+        db_url = "postgresql://ostune@127.0.0.1/ostune"
     elif case == "no_command":
         result = ostune("run", "--app", "command", "--host", "none", "--space", str(space_file),
                         "--trials", "1", "--db", db_url)
@@ -143,6 +147,8 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_pat
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error:") and "Traceback" not in result.stderr
+    if case == "db_driver":
+        assert "postgresql driver is not installed" in lines[0] and "sqlite:///" in lines[0]
     assert dump_db(db) == before
 
 
