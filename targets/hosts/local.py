@@ -14,9 +14,8 @@ import socket
 import subprocess
 import tempfile
 import time
-from typing import Callable, Sequence
-
 from pathlib import Path
+from typing import Callable, Sequence
 
 from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
 from tuner.errors import ApplyError, HostError, KnobUnavailableError

@@ -193,7 +193,6 @@ def build_image(
         return image
 
 
-
 @dataclass(frozen=True)
 class PrunedEntry:
     path: Path
@@ -243,6 +242,7 @@ def _tree_size(path: Path) -> int:
         except OSError:
             pass
     return total
+
 
 # -- build steps ------------------------------------------------------------------------------
 
