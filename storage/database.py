@@ -67,10 +67,10 @@ def open_engine(url_text: str = DEFAULT_DB_URL, *, create: bool = True) -> Engin
         engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
     except ImportError as exc:
         # a server database whose Python driver is not installed (ostune depends on SQLite only)
+        module = exc.name or "its driver"
         raise StorageError(
-            f"database {url_text!r}: the {url.get_backend_name()} driver is not installed "
-            f"({getattr(exc, 'name', None) or exc}); install it into ostune's environment "
-            f"(e.g. pip install {getattr(exc, 'name', None) or 'the driver'}) or use sqlite:///PATH"
+            f"database {url_text!r}: the {url.get_backend_name()} driver is not installed ({module}); "
+            f"install it into ostune's environment (e.g. pip install {module}) or use sqlite:///PATH"
         ) from None
     except ArgumentError as exc:
         raise StorageError(f"database {url_text!r}: {exc}") from None

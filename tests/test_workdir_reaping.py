@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from targets.hosts.local import WORKDIR_OWNER_FILE, LocalHost, reap_stale_workdirs
 from tests.helpers import QUADRATIC_COMMAND, QUADRATIC_SPACE, REPO, ostune
@@ -23,7 +24,7 @@ def _workdir_of_killed_process(tmp_path) -> str:
     child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True, cwd=REPO,
                              env={**os.environ, "TMPDIR": str(tmp_path)})
     path = child.stdout.readline().strip()  # type: ignore[union-attr]
-    (open(os.path.join(path, "redis.log"), "w")).write("server output\n")
+    Path(path, "redis.log").write_text("server output\n")
     child.send_signal(signal.SIGKILL)
     child.wait()
     return path

@@ -10,8 +10,9 @@ recommendation. Racing rule, checked before every model-based proposal:
   estimate that can still reach `MIN_MEASUREMENTS` (3) is re-measured until it has them, then the
   best challenger that can (so it may overtake); if a re-measurement drops the best one, the next
   takes over. When both have their measurements, the trials left go to them too (a new
-  configuration measured once at the very end could never be recommended). (Re-measuring as late as possible instead, bench/quality.py at 20 seeds, sometimes
-  ended with a configuration its re-measurements had shown bad as the only one measured 3 times.)
+  configuration measured once at the very end could never be recommended). (Re-measuring as late
+  as possible instead, bench/quality.py at 20 seeds, sometimes ended with a configuration its
+  re-measurements had shown bad as the only one measured 3 times.)
 - before that, while re-measurements are at most `RERUN_SHARE` of the finished trials (0 when the
   run's length is known, `UNKNOWN_LENGTH_SHARE` when it is not), the best configuration is
   re-measured until it has 3 measurements and the two after it until they have 2, best first.

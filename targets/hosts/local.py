@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import errno
 import json
 import os
@@ -222,9 +223,7 @@ def owned_tempdir(prefix: str) -> str:
     """A new private directory in the temp dir, carrying this process's identity so that
     `reap_stale_workdirs` can remove it once this process is gone without having cleaned up."""
     path = tempfile.mkdtemp(prefix=prefix)
-    me = ProcessIdentity.current()
-    Path(path, WORKDIR_OWNER_FILE).write_text(json.dumps(
-        {"pid": me.pid, "start_ticks": me.start_ticks, "machine": me.machine, "boot_id": me.boot_id}))
+    Path(path, WORKDIR_OWNER_FILE).write_text(json.dumps(dataclasses.asdict(ProcessIdentity.current())))
     return path
 
 
@@ -241,9 +240,8 @@ def reap_stale_workdirs(parent: str | None = None) -> list[str]:
         return removed
     for path in entries:
         try:
-            owner = json.loads((path / WORKDIR_OWNER_FILE).read_text())
-            alive = owner_is_alive(int(owner["pid"]), owner.get("start_ticks"), str(owner["machine"]),
-                                   str(owner.get("boot_id") or ""))
+            owner = ProcessIdentity(**json.loads((path / WORKDIR_OWNER_FILE).read_text()))
+            alive = owner_is_alive(int(owner.pid), owner.start_ticks, str(owner.machine), str(owner.boot_id or ""))
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if alive is False:
