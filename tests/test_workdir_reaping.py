@@ -57,3 +57,26 @@ def test_next_command_removes_it_and_says_so(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"removed {dead}, the work directory of a dead ostune process" in result.stdout + result.stderr
     assert not os.path.exists(dead)
+
+
+def test_remote_listing_keeps_only_what_ostune_certainly_made() -> None:
+    from targets.hosts.workdir_records import owner_record, parse_listing
+    from tuner.ownership import ProcessIdentity
+
+    owner = ProcessIdentity(4242, 987654, "controller", "b00t")
+    listing = "\n".join([
+        f"/tmp/ostune-redis-a\t{owner_record(owner)}\t311 5120;312 5121;",
+        # a server that exited at once has no start ticks: the directory stays listed, that line not
+        f"/tmp/ostune-redis-b\t{owner_record(owner)}\t313 ;",
+        f"/tmp/ostune-redis-c\t{owner_record(owner)}\t",
+        "/tmp/ostune-redis-d\t{\"pid\": 1}\t",  # not an owner record
+        "/tmp/ostune-redis-e\tnot json\t",
+        "relative/path\t{}\t",
+        "too\tmany\ttabs\there",
+    ])
+    parsed = {w.path: w for w in parse_listing(listing)}
+    assert sorted(parsed) == ["/tmp/ostune-redis-a", "/tmp/ostune-redis-b", "/tmp/ostune-redis-c"]
+    assert parsed["/tmp/ostune-redis-a"].processes == ((311, 5120), (312, 5121))
+    assert parsed["/tmp/ostune-redis-a"].owner == owner
+    assert parsed["/tmp/ostune-redis-b"].processes == ()
+    assert parsed["/tmp/ostune-redis-c"].processes == ()

@@ -83,6 +83,12 @@ class _SignalGuard:
             signal.signal(sig, handler)
 
 
+host_settings_option = click.option(
+    "--host-set", "host_settings", multiple=True, metavar="KEY=VALUE",
+    help="A host setting, e.g. --host-set accel=tcg --host-set memory_mb=2048 (qemu), "
+         "key_path=… known_hosts_path=… (ssh).")
+
+
 def open_store(db: str, *, create: bool = True, console: Console | None = None):  # type: ignore[no-untyped-def]
     """Open the database and repair what a dead ostune process left behind."""
     from storage.store import ResultStore
@@ -101,7 +107,8 @@ def open_store(db: str, *, create: bool = True, console: Console | None = None):
         for path in report.removed_workdirs:
             out.print(f"removed {path}, the work directory of a dead ostune process", highlight=False)
         for host_key, count in report.remote_pending.items():
-            out.print(f"{count} value(s) on {host_key} still need restoring: run `ostune restore --host {host_key}`")
+            out.print(f"{count} value(s) on {host_key} still need restoring: run `ostune restore --host {host_key}` "
+                      "(a run or verify on that host does it first)")
     return store
 
 
@@ -227,8 +234,7 @@ def _app_settings(app: str, pairs: tuple[str, ...], dsn: str | None) -> dict[str
               help="An external MySQL/MariaDB server to tune under (--app mysql); ostune never starts, "
                    "stops or reconfigures it. The password is never printed or stored; prefer "
                    "OSTUNE_DSN over argv, which other users can see.")
-@click.option("--host-set", "host_settings", multiple=True, metavar="KEY=VALUE",
-              help="A host setting, e.g. --host-set accel=tcg --host-set memory_mb=2048 (qemu), key_path=… (ssh).")
+@host_settings_option
 @click.option("--max-trials", type=click.IntRange(min=1), default=None,
               help="Cap on the experiment's total trials across all runs (a nightly re-run never exceeds it).")
 @click.option("--time-budget", default=None, metavar="DURATION",
@@ -456,10 +462,12 @@ def _guards(texts: tuple[str, ...]) -> tuple:
               help="Repetitions per measurement (the round's value is their median).")
 @click.option("--seed", default=None, type=int, help="Seed of the randomized order (default random; stored).")
 @click.option("--host", "host_spec", default=None, help="Host to verify on (default: the experiment's).")
+@host_settings_option
 @click.option("--no-profiles", is_flag=True, help="Only baseline and recommended.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 @handle_errors
 def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, host_spec: str | None,
+           host_settings: tuple[str, ...],
            no_profiles: bool, as_json: bool) -> None:
     """Re-measure baseline, recommended and profiles, interleaved, with 95% CIs."""
     import random as _random
@@ -477,7 +485,8 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
     target = experiment.target
     app = {"mysql": "mariadb"}.get(str(target.get("app")), str(target.get("app")))
     options = TargetOptions(app=app, command=target.get("command"), host=host_spec or host_spec_for(str(target.get("host"))),
-                            workload=dict(experiment.settings.get("workload") or {}))
+                            workload=dict(experiment.settings.get("workload") or {}),
+                            host_settings=_parse_settings(host_settings, flag="--host-set"))
     app_obj, workload = make_app_and_workload(options)
     host = make_host(options)
     reporter = ConsoleReporter(out, interactive=False, quiet=False)
@@ -506,24 +515,29 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
 @db_option
 @click.option("--host", "host_spec", default=None,
               help="Also restore values left on this remote host (ssh://user@host[:port]).")
+@host_settings_option
 @handle_errors
-def restore(db: str, host_spec: str | None) -> None:
+def restore(db: str, host_spec: str | None, host_settings: tuple[str, ...]) -> None:
     """Restore kernel values left changed by an ostune process that died (kill -9, crash).
 
-    Values on this machine are restored by every ostune command; remote hosts need --host."""
+    Values on this machine are restored by every ostune command; remote hosts need --host (a run
+    or verify on that host does it too). On a remote host this also stops the dead process's
+    servers and removes its work directories."""
     from tuner.factory import TargetOptions, make_host
-    from tuner.recovery import restore_remote
+    from tuner.recovery import recover_host
 
     console = Console(highlight=False)
     store = open_store(db, create=False, console=console)
     if host_spec:
-        host = make_host(TargetOptions(host=host_spec))
+        host = make_host(TargetOptions(host=host_spec, host_settings=_parse_settings(host_settings, flag="--host-set")))
         try:
-            report = restore_remote(store, host)
+            report = recover_host(store, host)
         finally:
             host.close()
         for line in report.restored:
             console.print(f"{host.key}: {line}")
+        for line in report.removed_workdirs:
+            console.print(f"removed {line}, the work directory of a dead ostune process")
         for line in report.failures:
             console.print(f"[red]restore failed:[/red] {line}")
     pending = store.pending_journal()

@@ -18,6 +18,7 @@ from tuner.host_state import HostState, ProbeReport, probe
 from tuner.measure import aggregate, measure_repetitions
 from tuner.optimizer import Observation, Proposal, propose
 from tuner.ownership import ProcessIdentity
+from tuner.recovery import recover_before_use
 
 
 @dataclass
@@ -171,6 +172,7 @@ class ExperimentRunner:
         experiment: ExperimentRecord | None = None
         try:
             self.host.start()
+            recover_before_use(self.store, self.host, self.reporter.message)
             # Start the application before anything is stored: a missing binary or a server that
             # does not come up is bad input, and bad input leaves the database unchanged. It
             # starts before the probe because some parameter paths depend on it (its datadir's disk).

@@ -4,10 +4,12 @@ loss), close its run and mark its in-flight trial aborted. Every `ostune` comman
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 from storage.store import ResultStore
 from targets.hosts.base import Host
-from targets.hosts.local import LocalHost, reap_stale_workdirs
+from targets.hosts.local import LocalHost
+from tuner.errors import HostError
 from tuner.host_state import restore_entries
 from tuner.ownership import owner_is_alive
 
@@ -45,6 +47,34 @@ def restore_remote(store: ResultStore, host: Host) -> RecoveryReport:
     return report
 
 
+def recover_host(store: ResultStore, host: Host) -> RecoveryReport:
+    """What `recover` does for this machine, for the host a run or verification is about to use
+    (`ostune restore --host` too): put back the values dead runs left changed there, stop their
+    servers and remove their work directories. Before a new run it matters twice: a probe would
+    take the dead run's values for the host's own (a wrong baseline, then "restored" to them), and
+    its server would load the host during the measurements."""
+    if isinstance(host, LocalHost):
+        return RecoveryReport()  # every command's `recover` already did this machine
+    report = restore_remote(store, host)
+    report.removed_workdirs = host.reap_stale_workdirs()
+    return report
+
+
+def recover_before_use(store: ResultStore, host: Host, message: Callable[[str], None]) -> None:
+    """`recover_host` at the start of a run or verification, reported through `message`. A value
+    that cannot be put back stops it: measuring on would take that value for the host's own."""
+    report = recover_host(store, host)
+    for line in report.restored:
+        message(f"recovered from an interrupted run on {host.key}: {line}")
+    for line in report.removed_workdirs:
+        message(f"removed {line}, the work directory of a dead ostune process")
+    if report.failures:
+        raise HostError(
+            f"a dead run left values changed on {host.key} that could not be put back ({report.failures[0]}); "
+            f"a new run would take them for the host's own: fix that, then run `ostune restore --host {host.key}`"
+        )
+
+
 def recover(store: ResultStore, local: LocalHost | None = None) -> RecoveryReport:
     report = RecoveryReport()
     local = local or LocalHost()
@@ -60,5 +90,5 @@ def recover(store: ResultStore, local: LocalHost | None = None) -> RecoveryRepor
                 report.remote_pending[entry.host_key] = report.remote_pending.get(entry.host_key, 0) + 1
         report.aborted_trials += store.mark_run_crashed(run.id)
         report.crashed_runs.append(run.id)
-    report.removed_workdirs = reap_stale_workdirs()
+    report.removed_workdirs = local.reap_stale_workdirs()
     return report

@@ -214,8 +214,9 @@ class Verifier:
         from tuner.experiment import ExperimentRunner, RunSettings, RunSummary
         from tuner.host_state import HostState
         from tuner.measure import aggregate, measure_repetitions
-        from tuner.ownership import ProcessIdentity
         from tuner.experiment import stored_space
+        from tuner.ownership import ProcessIdentity
+        from tuner.recovery import recover_before_use
 
         experiment = self.experiment
         space = stored_space(experiment)
@@ -235,6 +236,7 @@ class Verifier:
         status = "failed"
         try:
             self.host.start()
+            recover_before_use(self.store, self.host, self.reporter.message)
             # As in `ostune run`: the application starts first (some parameter paths depend on it).
             endpoint = self.app.start(self.host)
             report = runner._probe()

@@ -141,6 +141,11 @@ class Host(abc.ABC):
         """A work directory that is to outlive this process on purpose (an app's `keep`): stop
         claiming it, so no later ostune command removes it as a dead run's leftover."""
 
+    def reap_stale_workdirs(self) -> list[str]:
+        """Clean up after ostune processes that died without doing so (kill -9): the work
+        directories they made here, and servers of theirs still running. One line per directory."""
+        return []
+
     def release_workdir(self, path: str, *, keep: bool) -> None:
         """The end of a work directory's use: removed, or kept for the user."""
         if keep:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import errno
-import json
 import os
 import platform
 import resource
@@ -19,12 +17,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
+from targets.hosts.workdir_records import WORKDIR_OWNER_FILE, owner_record, parse_owner
 from tuner.errors import ApplyError, HostError, KnobUnavailableError
 from tuner.ownership import ProcessIdentity, owner_is_alive
-
-#: written into every work directory ostune creates here, so the next ostune command can tell a
-#: directory whose owner was killed (-9: no cleanup ran) from one in use
-WORKDIR_OWNER_FILE = ".ostune-owner.json"
 
 
 def _first_match(text: str, prefix: str) -> str:
@@ -197,6 +192,10 @@ class LocalHost(Host):
     def keep_workdir(self, path: str) -> None:
         Path(path, WORKDIR_OWNER_FILE).unlink(missing_ok=True)
 
+    def reap_stale_workdirs(self) -> list[str]:
+        # a local server already died with its owner (PR_SET_PDEATHSIG): only directories are left
+        return reap_stale_workdirs()
+
     def facts(self) -> HostFacts:
         cpuinfo = self.read_text("/proc/cpuinfo")
         meminfo = self.read_text("/proc/meminfo")
@@ -223,7 +222,7 @@ def owned_tempdir(prefix: str) -> str:
     """A new private directory in the temp dir, carrying this process's identity so that
     `reap_stale_workdirs` can remove it once this process is gone without having cleaned up."""
     path = tempfile.mkdtemp(prefix=prefix)
-    Path(path, WORKDIR_OWNER_FILE).write_text(json.dumps(dataclasses.asdict(ProcessIdentity.current())))
+    Path(path, WORKDIR_OWNER_FILE).write_text(owner_record(ProcessIdentity.current()))
     return path
 
 
@@ -240,7 +239,7 @@ def reap_stale_workdirs(parent: str | None = None) -> list[str]:
         return removed
     for path in entries:
         try:
-            owner = ProcessIdentity(**json.loads((path / WORKDIR_OWNER_FILE).read_text()))
+            owner = parse_owner((path / WORKDIR_OWNER_FILE).read_text())
             alive = owner_is_alive(int(owner.pid), owner.start_ticks, str(owner.machine), str(owner.boot_id or ""))
         except (OSError, ValueError, KeyError, TypeError):
             continue

@@ -20,7 +20,9 @@ from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
 from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
+from targets.hosts.workdir_records import WORKDIR_OWNER_FILE, WORKDIR_PROCESSES_FILE, owner_record, parse_listing
 from tuner.errors import ApplyError, BadInputError, HostError, KnobUnavailableError
+from tuner.ownership import ProcessIdentity, owner_is_alive
 
 #: characters allowed in one kernel command-line token we pass on (QEMU -append, GRUB drop-in)
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:=/+@%~\-\[\]]+$")
@@ -292,8 +294,55 @@ class RemoteHost(Host):
     def make_workdir(self, prefix: str) -> str:
         if not re.match(r"^[A-Za-z0-9_.-]*$", prefix):
             raise BadInputError(f"bad workdir prefix {prefix!r}; use letters, digits, _ . -")
-        result = self.run(["mktemp", "-d", f"/tmp/ostune-{prefix}-XXXXXX"], timeout_s=60)
+        # the owner record goes in with the directory: a kill -9 between the two would leave a
+        # directory no later command could tell from someone else's
+        script = 'd=$(mktemp -d "$1") && printf %s "$2" > "$d/$3" && echo "$d"'
+        result = self._sh(script, f"/tmp/ostune-{prefix}-XXXXXX", owner_record(ProcessIdentity.current()),
+                          WORKDIR_OWNER_FILE)
+        if not result.ok or not result.stdout.strip().startswith("/tmp/ostune-"):
+            raise HostError(f"cannot make a work directory on {self.key}: "
+                            f"{_last_line(result.stderr) or 'exit ' + str(result.exit_code)}")
         return result.stdout.strip()
+
+    def keep_workdir(self, path: str) -> None:
+        self.run(["rm", "-f", "--", f"{path.rstrip('/')}/{WORKDIR_OWNER_FILE}"], check=False, timeout_s=60)
+
+    def reap_stale_workdirs(self) -> list[str]:
+        """Stop the servers and remove the work directories that ostune processes of this machine
+        left on this host when they died without cleaning up (kill -9, power loss): a server
+        started over SSH outlives its owner, holding its port and memory and adding load to the
+        next run's measurements. Directories whose owner is alive, or ran on another machine
+        (cannot be judged from here), stay. Returns one line per directory removed."""
+        listing = self._sh(
+            'for d in /tmp/ostune-*; do f="$d/$1"; [ -f "$f" ] || continue; '
+            'printf "%s\t%s\t%s\n" "$d" "$(tr -d "\t\n" < "$f")" '
+            '"$(tr "\n" ";" < "$d/$2" 2>/dev/null)"; done',
+            WORKDIR_OWNER_FILE, WORKDIR_PROCESSES_FILE,
+        )
+        removed: list[str] = []
+        for workdir in parse_listing(listing.stdout):
+            owner = workdir.owner
+            if owner_is_alive(owner.pid, owner.start_ticks, owner.machine, owner.boot_id or "") is not False:
+                continue
+            stopped = [pid for pid, ticks in workdir.processes if self._stop_if_same(pid, ticks)]
+            self.remove_tree(workdir.path)
+            if not self.exists(workdir.path):
+                what = f" (stopped pid {', '.join(map(str, stopped))})" if stopped else ""
+                removed.append(f"{workdir.path} on {self.key}{what}")
+        return removed
+
+    def _stop_if_same(self, pid: int, start_ticks: int) -> bool:
+        """SIGTERM (then SIGKILL) the process and its session, only if `pid` is still the
+        process that was started (same start ticks): a recycled pid is left alone."""
+        script = (
+            'p=$1; t=$(sed "s/.*) //" /proc/"$p"/stat 2>/dev/null | cut -d" " -f20); '
+            '[ "$t" = "$2" ] || exit 3; kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p"; i=0; '
+            'while [ "$(sed "s/.*) //" /proc/"$p"/stat 2>/dev/null | cut -d" " -f20)" = "$2" ]; do '
+            '  s=$(sed "s/.*) //" /proc/"$p"/stat 2>/dev/null | cut -c1); [ "$s" = Z ] && exit 0; '
+            '  i=$((i+1)); if [ "$i" -gt 100 ]; then kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p"; exit 0; fi; '
+            '  sleep 0.1; done'
+        )
+        return self._sh(script, str(pid), str(start_ticks), timeout_s=60).ok
 
     def remove_tree(self, path: str) -> None:
         if path.rstrip("/") in ("", "/") or not path.startswith("/"):
@@ -302,11 +351,17 @@ class RemoteHost(Host):
 
     # -- processes ------------------------------------------------------------------------------
     def spawn(self, argv: Sequence[str], *, log_path: str, cwd: str | None = None) -> SpawnedProcess:
+        # Started in an ostune work dir, the process is also recorded there (pid and start ticks),
+        # so a later command can stop it if this one dies by kill -9 (reap_stale_workdirs).
         script = (
-            'if [ -n "$1" ]; then cd "$1" || exit 97; fi; log=$2; shift 2; '
-            'setsid "$@" > "$log" 2>&1 < /dev/null & echo $!'
+            'dir=$1; log=$2; owner=$3; processes=$4; shift 4; '
+            'if [ -n "$dir" ]; then cd "$dir" || exit 97; fi; '
+            'setsid "$@" > "$log" 2>&1 < /dev/null & p=$!; '
+            'if [ -n "$dir" ] && [ -f "$dir/$owner" ]; then '
+            'echo "$p $(sed "s/.*) //" /proc/$p/stat | cut -d" " -f20)" >> "$dir/$processes"; fi; echo $p'
         )
-        result = self._sh(script, cwd or "", log_path, *[str(a) for a in argv])
+        result = self._sh(script, cwd or "", log_path, WORKDIR_OWNER_FILE, WORKDIR_PROCESSES_FILE,
+                          *[str(a) for a in argv])
         pid_text = result.stdout.strip()
         if not result.ok or not pid_text.isdigit():
             raise HostError(

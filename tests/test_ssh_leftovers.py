@@ -1,0 +1,167 @@
+"""After a kill -9 of ostune working on an SSH host, the next command that reaches that host puts
+back the values the dead run left changed, stops the Redis it left running there (a server
+started over SSH does not die with its owner) and removes its work directory. Against a real QEMU
+guest reached as an SSH host (TCG unless KVM works): plumbing, not latency. Marked vm.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from storage.store import ResultStore
+from targets.hosts.qemu import QemuHost
+from targets.hosts.ssh import SshHost
+from targets.vm.image import GuestImage
+from tests.conftest_vm import get_image, progress, qemu_pids_for
+from tests.helpers import REPO, ostune, query, spawn_ostune, try_query
+
+pytestmark = pytest.mark.vm
+
+SPACE = """
+parameters:
+  vm.swappiness: {kind: sysctl, type: int, range: [0, 100]}
+  net.core.somaxconn: {kind: sysctl, type: int, range: [128, 4096], log: true}
+"""
+
+# A stand-in for an ostune process: makes a work dir on the host, starts a Redis in it, says where,
+# and waits to be killed.
+OWNER_SCRIPT = """
+import sys, time
+from targets.hosts.ssh import SshHost
+url, key, known_hosts, alias, port = sys.argv[1:6]
+host = SshHost(url, key_path=key, known_hosts_path=known_hosts, host_key_alias=alias, connect_timeout_s=20)
+workdir = host.make_workdir("redis")
+proc = host.spawn(["redis-server", "--port", port, "--save", ""], log_path=workdir + "/redis.log", cwd=workdir)
+print(workdir, proc.pid, flush=True)
+time.sleep(3600)
+"""
+
+
+@pytest.fixture(scope="module")
+def image() -> GuestImage:
+    return get_image("direct")
+
+
+@pytest.fixture(scope="module")
+def guest(image: GuestImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[QemuHost]:
+    run_dir = tmp_path_factory.mktemp("qemu-run")
+    vm = QemuHost(image, memory_mb=1024, vcpus=2, accel="auto", run_dir=run_dir, progress=progress)
+    try:
+        vm.start()
+        yield vm
+    finally:
+        vm.close()
+    assert qemu_pids_for(str(run_dir)) == []
+
+
+def ssh_args(vm: QemuHost, image: GuestImage) -> list[str]:
+    return ["--host", f"ssh://root@127.0.0.1:{vm.port}", "--host-set", f"key_path={image.ssh_key}",
+            "--host-set", f"known_hosts_path={image.known_hosts}", "--host-set", f"host_key_alias={image.host_key_alias}"]
+
+
+def ssh_host(vm: QemuHost, image: GuestImage) -> SshHost:
+    return SshHost(f"ssh://root@127.0.0.1:{vm.port}", key_path=str(image.ssh_key),
+                   known_hosts_path=str(image.known_hosts), host_key_alias=image.host_key_alias, connect_timeout_s=20)
+
+
+def running(vm: QemuHost, pid: int) -> bool:
+    return vm.run(["kill", "-0", str(pid)], check=False).ok
+
+
+def redis_pids(vm: QemuHost) -> list[int]:
+    out = vm.run(["sh", "-c", "pgrep -x redis-server || true"]).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_restore_host_stops_a_dead_owners_server_and_removes_its_workdir_only(
+    guest: QemuHost, image: GuestImage, tmp_path: Path,
+) -> None:
+    url = f"ssh://root@127.0.0.1:{guest.port}"
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT, url, str(image.ssh_key), str(image.known_hosts), image.host_key_alias,
+         "6391"], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    workdir, pid_text = owner.stdout.readline().split()  # type: ignore[union-attr]
+    dead_pid = int(pid_text)
+    owner.kill()
+    owner.wait()
+    # this process owns another work dir with its server; a directory without an owner record
+    # is not ostune's to judge
+    host = ssh_host(guest, image)
+    try:
+        live_dir = host.make_workdir("redis")
+        live = host.spawn(["redis-server", "--port", "6392", "--save", ""], log_path=f"{live_dir}/redis.log",
+                          cwd=live_dir)
+        guest.run(["mkdir", "-p", "/tmp/ostune-redis-foreign"])
+        assert running(guest, dead_pid) and guest.exists(workdir)  # outlived its owner
+
+        db = tmp_path / "r.db"
+        ResultStore.open(f"sqlite:///{db}").close()
+        result = ostune("restore", "--db", f"sqlite:///{db}", *ssh_args(guest, image), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        said = " ".join(result.stdout.split())  # rich wraps long lines at 80 columns off a terminal
+        assert f"removed {workdir} on {url} (stopped pid {dead_pid})" in said, said
+        assert not running(guest, dead_pid) and not guest.exists(workdir)
+        assert host.is_alive(live) and guest.exists(live_dir)
+        assert guest.exists("/tmp/ostune-redis-foreign")
+        assert live_dir not in said and "foreign" not in said
+    finally:
+        host.terminate(live, timeout_s=5)
+        host.remove_tree(live_dir)
+        guest.run(["rm", "-rf", "/tmp/ostune-redis-foreign"])
+        host.close()
+
+
+def test_a_run_after_a_kill_9_restores_the_host_and_clears_the_dead_runs_redis(
+    guest: QemuHost, image: GuestImage, tmp_path: Path,
+) -> None:
+    original = guest.read_text("/proc/sys/vm/swappiness").strip()
+    tried = "33" if original != "33" else "34"
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    db = tmp_path / "k.db"
+    common = ["--space", str(space), "--repetitions", "1", "--requests", "300", "--no-profiles",
+              "--experiment", "leftovers", "--db", f"sqlite:///{db}", *ssh_args(guest, image)]
+    proc = spawn_ostune("run", "--trials", "3", "--try", f"vm.swappiness={tried}", *common, cwd=tmp_path)
+    deadline = time.monotonic() + 600
+    while not (try_query(db, "select 1 from trials where status='running' and source='try'")
+               and guest.read_text("/proc/sys/vm/swappiness").strip() == tried):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the tried configuration was never applied"
+        time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    left = redis_pids(guest)
+    workdirs = guest.run(["sh", "-c", "ls -d /tmp/ostune-redis-* 2>/dev/null || true"]).stdout.split()
+    assert left and workdirs  # what a kill -9 leaves on an SSH host
+
+    again = ostune("run", "--trials", "1", *common, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr + again.stdout
+    said = " ".join((again.stderr + again.stdout).split())
+    assert f"restored vm.swappiness = {original}" in said, said
+    for workdir in workdirs:
+        assert f"removed {workdir} on ssh://root@127.0.0.1:{guest.port}" in said, said
+        assert not guest.exists(workdir)
+    assert not set(left) & set(redis_pids(guest))  # the dead run's server is gone; the new run stopped its own
+    # the second run journalled the host's own value, not the dead run's, and put it back
+    runs = query(db, "select id from runs order by id")
+    assert len(runs) == 2
+    assert query(db, f"select original from restore_journal where run_id = {runs[1][0]} and name = 'vm.swappiness'") \
+        == [(original,)]
+    assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
+    assert guest.read_text("/proc/sys/vm/swappiness").strip() == original
+    assert query(db, "select status from trials where source = 'try'") == [("aborted",)]
+
+    # verify reaches the experiment's SSH host with the same --host-set settings the run needed
+    host_settings = ssh_args(guest, image)[2:]
+    verified = ostune("verify", "leftovers", "--rounds", "3", "--repetitions", "1", "--no-profiles",
+                      "--db", f"sqlite:///{db}", *host_settings, cwd=tmp_path)
+    assert verified.returncode == 0, verified.stderr + verified.stdout
+    assert query(db, "select count(*) from verifications") == [(1,)]
+    assert guest.read_text("/proc/sys/vm/swappiness").strip() == original
+    assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
