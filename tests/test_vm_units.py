@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from targets.hosts.qemu import _start_time, console_tail, reap_stale_qemu
+from targets.hosts.qemu import console_tail, reap_stale_qemu
 from targets.hosts.ssh import GrubBoot, RemoteHost, SshHost, check_boot_tokens, parse_ssh_url
 from targets.vm.image import recipe_hash
 from tuner.errors import BadInputError
+from tuner.ownership import process_start_ticks
 
 
 @pytest.mark.parametrize(
@@ -93,13 +94,13 @@ def _write_record(run_dir: Path, name: str, owner: int, owner_start: int | None,
     return path
 
 
-def test_reap_stale_qemu_kills_only_orphans_with_matching_start_time(tmp_path: Path) -> None:
+def test_reap_stale_qemu_kills_only_orphans_with_matchingprocess_start_ticks(tmp_path: Path) -> None:
     dead_owner = subprocess.Popen(["true"])
     dead_owner.wait()
     orphan, owned, reused = _sleeper(), _sleeper(), _sleeper()
     try:
-        _write_record(tmp_path, "orphan", dead_owner.pid, 1, orphan.pid, _start_time(orphan.pid))
-        _write_record(tmp_path, "owned", os.getpid(), _start_time(os.getpid()), owned.pid, _start_time(owned.pid))
+        _write_record(tmp_path, "orphan", dead_owner.pid, 1, orphan.pid, process_start_ticks(orphan.pid))
+        _write_record(tmp_path, "owned", os.getpid(), process_start_ticks(os.getpid()), owned.pid, process_start_ticks(owned.pid))
         # pid recorded with a different start time: the pid was reused by an unrelated process
         stale = _write_record(tmp_path, "reused", dead_owner.pid, 1, reused.pid, 12345)
         killed = reap_stale_qemu(tmp_path)
@@ -131,11 +132,11 @@ def test_pdeathsig_kills_child_when_parent_is_killed(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "child never started"
             time.sleep(0.05)
         child = int(pid_file.read_text())
-        assert _start_time(child) is not None
+        assert process_start_ticks(child) is not None
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 5
-        while _start_time(child) is not None:
+        while process_start_ticks(child) is not None:
             assert time.monotonic() < deadline, "child outlived its parent"
             time.sleep(0.05)
     finally:

@@ -16,10 +16,13 @@ def _read(path: str) -> str:
 
 
 def process_start_ticks(pid: int) -> int | None:
+    """Start time in clock ticks since boot (field 22 of /proc/pid/stat); None when there is no
+    such process or it has exited (a zombie is only waiting to be reaped)."""
     stat = _read(f"/proc/{pid}/stat")
     if not stat:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22: starttime
+    fields = stat.rsplit(")", 1)[1].split()
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 def boot_id() -> str:

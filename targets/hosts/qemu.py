@@ -31,6 +31,7 @@ from targets.hosts.local import die_with_parent, owned_tempdir
 from targets.hosts.ssh import GrubBoot, RemoteHost, SshSession, check_boot_tokens
 from targets.vm.image import GuestImage
 from tuner.errors import BadInputError, HostError
+from tuner.ownership import process_start_ticks
 
 log = logging.getLogger("ostune.qemu")
 
@@ -65,20 +66,8 @@ def default_run_dir() -> Path:
 # -- process bookkeeping ------------------------------------------------------------------------
 
 
-def _start_time(pid: int) -> int | None:
-    """Start time of a process in clock ticks since boot (field 22 of /proc/pid/stat)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields[0] == "Z":
-        return None
-    return int(fields[19])
-
-
 def _same_process(pid: int, start_time: int | None) -> bool:
-    return pid > 0 and start_time is not None and _start_time(pid) == start_time
+    return pid > 0 and start_time is not None and process_start_ticks(pid) == start_time
 
 
 def reap_stale_qemu(run_dir: Path | None = None) -> list[int]:
@@ -387,9 +376,9 @@ class QemuHost(RemoteHost):
             )
         record.write_text(json.dumps({
             "ostune_pid": os.getpid(),
-            "ostune_start": _start_time(os.getpid()),
+            "ostune_start": process_start_ticks(os.getpid()),
             "qemu_pid": proc.pid,
-            "qemu_start": _start_time(proc.pid),
+            "qemu_start": process_start_ticks(proc.pid),
             "port": port,
             "image": str(self.image.qcow2),
             "workdir": str(self.workdir),
