@@ -41,9 +41,15 @@ def test_dead_owners_workdir_is_removed_live_and_foreign_ones_stay(tmp_path, mon
     live = LocalHost().make_workdir("mariadb")
     foreign = tmp_path / "ostune-redis-notours"
     foreign.mkdir()
+    # a dead owner's record, but written on another installation that has this hostname (a
+    # cloned VM): its process cannot be judged from here
+    twin = tmp_path / "ostune-redis-twin"
+    twin.mkdir()
+    (twin / WORKDIR_OWNER_FILE).write_text(json.dumps({**owner, "boot_id": "another-boot", "machine_id": "f" * 32}))
+    assert owner["machine_id"] and owner["machine_id"] != "f" * 32
     assert reap_stale_workdirs(str(tmp_path)) == [dead]
     assert not os.path.exists(dead)
-    assert os.path.isdir(live) and foreign.is_dir()
+    assert os.path.isdir(live) and foreign.is_dir() and twin.is_dir()
     assert reap_stale_workdirs(str(tmp_path)) == []
 
 

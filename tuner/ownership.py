@@ -29,22 +29,35 @@ def boot_id() -> str:
     return _read("/proc/sys/kernel/random/boot_id").strip()
 
 
+def machine_id() -> str:
+    """The installation's id (systemd's /etc/machine-id): two machines named alike (cloned VMs,
+    "debian" everywhere) differ here, so neither takes the other's live process for a dead one."""
+    return (_read("/etc/machine-id") or _read("/var/lib/dbus/machine-id")).strip()
+
+
 @dataclass(frozen=True)
 class ProcessIdentity:
     pid: int
     start_ticks: int | None
     machine: str
     boot_id: str
+    #: empty in records written before it was kept
+    machine_id: str = ""
 
     @classmethod
     def current(cls) -> "ProcessIdentity":
         pid = os.getpid()
-        return cls(pid, process_start_ticks(pid), socket.gethostname(), boot_id())
+        return cls(pid, process_start_ticks(pid), socket.gethostname(), boot_id(), machine_id())
+
+    def is_alive(self) -> bool | None:
+        return owner_is_alive(self.pid, self.start_ticks, self.machine, self.boot_id or "", self.machine_id)
 
 
-def owner_is_alive(pid: int, start_ticks: int | None, machine: str, owner_boot_id: str) -> bool | None:
+def owner_is_alive(
+    pid: int, start_ticks: int | None, machine: str, owner_boot_id: str, owner_machine_id: str = "",
+) -> bool | None:
     """True/False for owners on this machine; None when it cannot be told (another machine)."""
-    if machine != socket.gethostname():
+    if machine != socket.gethostname() or (owner_machine_id and owner_machine_id != machine_id()):
         return None
     if owner_boot_id and owner_boot_id != boot_id():
         return False

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
 from targets.hosts.workdir_records import WORKDIR_OWNER_FILE, owner_record, parse_owner
 from tuner.errors import ApplyError, HostError, KnobUnavailableError
-from tuner.ownership import ProcessIdentity, owner_is_alive
+from tuner.ownership import ProcessIdentity
 
 
 def _first_match(text: str, prefix: str) -> str:
@@ -239,8 +239,7 @@ def reap_stale_workdirs(parent: str | None = None) -> list[str]:
         return removed
     for path in entries:
         try:
-            owner = parse_owner((path / WORKDIR_OWNER_FILE).read_text())
-            alive = owner_is_alive(int(owner.pid), owner.start_ticks, str(owner.machine), str(owner.boot_id or ""))
+            alive = parse_owner((path / WORKDIR_OWNER_FILE).read_text()).is_alive()
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if alive is False:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
 from targets.hosts.workdir_records import WORKDIR_OWNER_FILE, WORKDIR_PROCESSES_FILE, owner_record, parse_listing
 from tuner.errors import ApplyError, BadInputError, HostError, KnobUnavailableError
-from tuner.ownership import ProcessIdentity, owner_is_alive
+from tuner.ownership import ProcessIdentity
 
 #: characters allowed in one kernel command-line token we pass on (QEMU -append, GRUB drop-in)
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:=/+@%~\-\[\]]+$")
@@ -321,8 +321,7 @@ class RemoteHost(Host):
         )
         removed: list[str] = []
         for workdir in parse_listing(listing.stdout):
-            owner = workdir.owner
-            if owner_is_alive(owner.pid, owner.start_ticks, owner.machine, owner.boot_id or "") is not False:
+            if workdir.owner.is_alive() is not False:
                 continue
             stopped = [pid for pid, ticks in workdir.processes if self._stop_if_same(pid, ticks)]
             self.remove_tree(workdir.path)
