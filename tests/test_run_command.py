@@ -107,7 +107,8 @@ BAD_SPACE = "parameters:\n  vm.x: {kind: sysctl, type: int, range: [10, 1]}\n"
 
 
 @pytest.mark.parametrize("case", ["malformed", "range", "unknown_sysctl", "reuse_other_space", "db_dir",
-                                  "db_driver", "no_command", "bad_host"])
+                                  "db_driver", "no_command", "bad_host", "ssh_setting", "qemu_setting",
+                                  "setting_for_none"])
 def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_path, space_file, case):
     db = tmp_path / "bad.db"
     assert run_quadratic(space_file, db, 2).returncode == 0
@@ -137,6 +138,15 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_pat
         result = ostune("run", "--app", "command", "--host", "none", "--space", str(space_file),
                         "--trials", "1", "--db", db_url)
         args = None
+    elif case == "ssh_setting":
+        # misspelled (key_file for key_path): named with the valid ones, before any connection
+        args = ["--space", str(space_file), "--experiment", "quad", "--host", "ssh://root@192.0.2.1",
+                "--host-set", "key_file=~/.ssh/id_ed25519"]
+    elif case == "qemu_setting":
+        # checked before the guest image is built (minutes)
+        args = ["--space", str(space_file), "--experiment", "quad", "--host", "qemu", "--host-set", "memory=2048"]
+    elif case == "setting_for_none":
+        args = ["--space", str(space_file), "--experiment", "quad", "--host", "none", "--host-set", "accel=tcg"]
     else:
         args = ["--space", str(space_file), "--experiment", "quad", "--host", "telnet://x"]
     if args is not None:
@@ -149,6 +159,12 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_pat
     assert lines[0].startswith("error:") and "Traceback" not in result.stderr
     if case == "db_driver":
         assert "postgresql driver is not installed" in lines[0] and "sqlite:///" in lines[0]
+    if case == "ssh_setting":
+        assert "--host-set key_file: not a setting of ssh hosts" in lines[0] and "key_path" in lines[0]
+    if case == "qemu_setting":
+        assert "--host-set memory: not a setting of qemu hosts" in lines[0] and "memory_mb" in lines[0]
+    if case == "setting_for_none":
+        assert "--host none takes no host settings" in lines[0]
     assert dump_db(db) == before
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,9 @@ class TargetOptions:
 
 def make_host(options: TargetOptions) -> Host:
     spec = options.host
+    if spec in ("local", "none") and options.host_settings:
+        raise BadInputError(f"--host-set {sorted(options.host_settings)[0]}: --host {spec} takes no host "
+                            "settings (they are for --host qemu and ssh://…)")
     if spec == "local":
         from targets.hosts.local import LocalHost
 
@@ -38,14 +42,34 @@ def make_host(options: TargetOptions) -> Host:
 
         return NoneHost()
     if spec == "qemu":
+        from targets.hosts.qemu import QemuHost
         from targets.vm.factory import make_qemu_host
 
+        _check_host_settings("qemu", options.host_settings, make_qemu_host, QemuHost.__init__)
         return make_qemu_host(**options.host_settings)
     if spec.startswith("ssh://"):
         from targets.hosts.ssh import SshHost
 
+        _check_host_settings("ssh", options.host_settings, SshHost.__init__)
         return SshHost(spec, **options.host_settings)
     raise BadInputError(f"--host {spec!r} is not one of: local, none, qemu, ssh://user@host[:port]")
+
+
+#: constructor arguments that are not for the command line
+_INTERNAL_HOST_ARGS = {"self", "url", "image", "progress"}
+
+
+def _check_host_settings(kind: str, settings: dict[str, Any], *constructors: Any) -> None:
+    """--host-set names checked before anything starts (a QEMU image build takes minutes)."""
+    allowed: set[str] = set()
+    for constructor in constructors:
+        allowed |= {p.name for p in inspect.signature(constructor).parameters.values()
+                    if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    allowed -= _INTERNAL_HOST_ARGS
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        raise BadInputError(f"--host-set {unknown[0]}: not a setting of {kind} hosts "
+                            f"(valid: {', '.join(sorted(allowed))})")
 
 
 def host_spec_for(host_key: str) -> str:
