@@ -108,7 +108,7 @@ BAD_SPACE = "parameters:\n  vm.x: {kind: sysctl, type: int, range: [10, 1]}\n"
 
 @pytest.mark.parametrize("case", ["malformed", "range", "unknown_sysctl", "reuse_other_space", "db_dir",
                                   "db_driver", "no_command", "bad_host", "ssh_setting", "qemu_setting",
-                                  "setting_for_none"])
+                                  "setting_for_none", "setting_type"])
 def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_path, space_file, case):
     db = tmp_path / "bad.db"
     assert run_quadratic(space_file, db, 2).returncode == 0
@@ -145,6 +145,9 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_pat
     elif case == "qemu_setting":
         # checked before the guest image is built (minutes)
         args = ["--space", str(space_file), "--experiment", "quad", "--host", "qemu", "--host-set", "memory=2048"]
+    elif case == "setting_type":
+        args = ["--space", str(space_file), "--experiment", "quad", "--host", "ssh://root@192.0.2.1",
+                "--host-set", "connect_timeout_s=soon"]
     elif case == "setting_for_none":
         args = ["--space", str(space_file), "--experiment", "quad", "--host", "none", "--host-set", "accel=tcg"]
     else:
@@ -163,6 +166,8 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_pat
         assert "--host-set key_file: not a setting of ssh hosts" in lines[0] and "key_path" in lines[0]
     if case == "qemu_setting":
         assert "--host-set memory: not a setting of qemu hosts" in lines[0] and "memory_mb" in lines[0]
+    if case == "setting_type":
+        assert "--host-set connect_timeout_s=soon: expected a number" in lines[0]
     if case == "setting_for_none":
         assert "--host none takes no host settings" in lines[0]
     assert dump_db(db) == before

@@ -61,15 +61,32 @@ _INTERNAL_HOST_ARGS = {"self", "url", "image", "progress"}
 
 def _check_host_settings(kind: str, settings: dict[str, Any], *constructors: Any) -> None:
     """--host-set names checked before anything starts (a QEMU image build takes minutes)."""
-    allowed: set[str] = set()
+    params: dict[str, inspect.Parameter] = {}
     for constructor in constructors:
-        allowed |= {p.name for p in inspect.signature(constructor).parameters.values()
-                    if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
-    allowed -= _INTERNAL_HOST_ARGS
-    unknown = sorted(set(settings) - allowed)
+        params.update({p.name: p for p in inspect.signature(constructor).parameters.values()
+                       if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in _INTERNAL_HOST_ARGS})
+    unknown = sorted(set(settings) - set(params))
     if unknown:
         raise BadInputError(f"--host-set {unknown[0]}: not a setting of {kind} hosts "
-                            f"(valid: {', '.join(sorted(allowed))})")
+                            f"(valid: {', '.join(sorted(params))})")
+    for name, value in settings.items():
+        expected = _scalar_type(params[name])
+        ok = expected is None or (
+            isinstance(value, bool) if expected is bool
+            else not isinstance(value, bool) and isinstance(value, int if expected is int else (int, float)))
+        if not ok:
+            wanted = {bool: "true or false", int: "an integer", float: "a number"}[expected]  # type: ignore[index]
+            raise BadInputError(f"--host-set {name}={value}: expected {wanted}")
+
+
+def _scalar_type(param: inspect.Parameter) -> type | None:
+    """bool, int or float when the constructor wants one (by its annotation, else its default)."""
+    annotation = str(param.annotation).split("|")[0].strip()
+    by_annotation = {"bool": bool, "int": int, "float": float}.get(annotation)
+    if by_annotation is not None or param.annotation is not inspect.Parameter.empty:
+        return by_annotation
+    default = param.default
+    return type(default) if isinstance(default, (bool, int, float)) else None
 
 
 def host_spec_for(host_key: str) -> str:
