@@ -108,7 +108,7 @@ BAD_SPACE = "parameters:\n  vm.x: {kind: sysctl, type: int, range: [10, 1]}\n"
 
 @pytest.mark.parametrize("case", ["malformed", "range", "unknown_sysctl", "reuse_other_space", "db_dir",
                                   "db_driver", "no_command", "bad_host", "ssh_setting", "qemu_setting",
-                                  "setting_for_none", "setting_type"])
+                                  "setting_for_none", "setting_type", "workload_setting"])
 def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_path, space_file, case):
     db = tmp_path / "bad.db"
     assert run_quadratic(space_file, db, 2).returncode == 0
@@ -148,6 +148,8 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_pat
     elif case == "setting_type":
         args = ["--space", str(space_file), "--experiment", "quad", "--host", "ssh://root@192.0.2.1",
                 "--host-set", "connect_timeout_s=soon"]
+    elif case == "workload_setting":
+        args = ["--space", str(space_file), "--experiment", "quad", "--set", "timeout=5"]
     elif case == "setting_for_none":
         args = ["--space", str(space_file), "--experiment", "quad", "--host", "none", "--host-set", "accel=tcg"]
     else:
@@ -168,6 +170,8 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_pat
         assert "--host-set memory: not a setting of qemu hosts" in lines[0] and "memory_mb" in lines[0]
     if case == "setting_type":
         assert "--host-set connect_timeout_s=soon: expected a number" in lines[0]
+    if case == "workload_setting":
+        assert "--set timeout: not a setting of the command workload (valid: timeout_s, warmup)" in lines[0]
     if case == "setting_for_none":
         assert "--host none takes no host settings" in lines[0]
     assert dump_db(db) == before

@@ -45,38 +45,40 @@ def make_host(options: TargetOptions) -> Host:
         from targets.hosts.qemu import QemuHost
         from targets.vm.factory import make_qemu_host
 
-        _check_host_settings("qemu", options.host_settings, make_qemu_host, QemuHost.__init__)
+        check_settings("--host-set", "qemu hosts", options.host_settings, make_qemu_host, QemuHost.__init__)
         return make_qemu_host(**options.host_settings)
     if spec.startswith("ssh://"):
         from targets.hosts.ssh import SshHost
 
-        _check_host_settings("ssh", options.host_settings, SshHost.__init__)
+        check_settings("--host-set", "ssh hosts", options.host_settings, SshHost.__init__)
         return SshHost(spec, **options.host_settings)
     raise BadInputError(f"--host {spec!r} is not one of: local, none, qemu, ssh://user@host[:port]")
 
 
-#: constructor arguments that are not for the command line
-_INTERNAL_HOST_ARGS = {"self", "url", "image", "progress"}
+#: constructor arguments that are not settings (given by other options, or internal)
+_NOT_SETTINGS = {"self", "url", "image", "progress", "command"}
 
 
-def _check_host_settings(kind: str, settings: dict[str, Any], *constructors: Any) -> None:
-    """--host-set names checked before anything starts (a QEMU image build takes minutes)."""
+def check_settings(flag: str, what: str, settings: dict[str, Any], *constructors: Any) -> None:
+    """KEY=VALUE settings checked against the constructors they go to, before anything starts (a
+    QEMU image build takes minutes): an unknown name is one line listing the valid ones, a value
+    of the wrong kind (a word for a number) one line saying what is expected."""
     params: dict[str, inspect.Parameter] = {}
     for constructor in constructors:
         params.update({p.name: p for p in inspect.signature(constructor).parameters.values()
-                       if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in _INTERNAL_HOST_ARGS})
+                       if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in _NOT_SETTINGS})
     unknown = sorted(set(settings) - set(params))
     if unknown:
-        raise BadInputError(f"--host-set {unknown[0]}: not a setting of {kind} hosts "
-                            f"(valid: {', '.join(sorted(params))})")
+        raise BadInputError(f"{flag} {unknown[0]}: not a setting of {what} (valid: {', '.join(sorted(params))})")
     for name, value in settings.items():
-        expected = _scalar_type(params[name])
-        ok = expected is None or (
-            isinstance(value, bool) if expected is bool
-            else not isinstance(value, bool) and isinstance(value, int if expected is int else (int, float)))
-        if not ok:
-            wanted = {bool: "true or false", int: "an integer", float: "a number"}[expected]  # type: ignore[index]
-            raise BadInputError(f"--host-set {name}={value}: expected {wanted}")
+        param = params[name]
+        expected = _scalar_type(param)
+        if expected is None or (value is None and ("None" in str(param.annotation) or param.default is None)):
+            continue
+        if not (isinstance(value, bool) if expected is bool
+                else not isinstance(value, bool) and isinstance(value, int if expected is int else (int, float))):
+            wanted = {bool: "true or false", int: "an integer", float: "a number"}[expected]
+            raise BadInputError(f"{flag} {name}={value}: expected {wanted}")
 
 
 def _scalar_type(param: inspect.Parameter) -> type | None:
@@ -106,6 +108,7 @@ def make_app_and_workload(options: TargetOptions) -> tuple[App, Workload]:
 
         if not options.command:
             raise BadInputError("--app command needs --command 'CMD' (its last stdout line: JSON metrics)")
+        check_settings("--set", "the command workload", options.workload, CommandWorkload.__init__)
         return NoApp(), CommandWorkload(options.command, **options.workload)
     if options.command:
         raise BadInputError(f"--command is only used with --app command, not --app {app}")
@@ -113,10 +116,16 @@ def make_app_and_workload(options: TargetOptions) -> tuple[App, Workload]:
         from targets.apps.redis import RedisApp
         from targets.workloads.redis_benchmark import RedisBenchmarkWorkload
 
+        check_settings("--app-set", "the redis app", options.app_settings, RedisApp.__init__)
+        check_settings("--set", "redis-benchmark", options.workload, RedisBenchmarkWorkload.__init__)
         return _construct(RedisApp, options.app_settings), _construct(RedisBenchmarkWorkload, options.workload)
     if app in ("mariadb", "mysql"):
-        from targets.apps.mariadb import make_mysql_app
+        from targets.apps.mariadb import MariaDBApp, make_mysql_app
         from targets.workloads.sysbench import SysbenchWorkload
+
+        if not options.app_settings.get("dsn"):  # with --dsn, make_mysql_app says which settings do not apply
+            check_settings("--app-set", "the mariadb app", options.app_settings, MariaDBApp.__init__)
+        check_settings("--set", "sysbench", options.workload, SysbenchWorkload.__init__)
 
         return _construct(make_mysql_app, options.app_settings), _construct(SysbenchWorkload, options.workload)
     raise BadInputError(f"--app {app!r} is not one of: {', '.join(APPS)}")
