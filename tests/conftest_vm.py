@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
+from targets.hosts.qemu import QemuHost
+from targets.hosts.ssh import SshHost
 from targets.vm.image import GuestImage, build_image
 
 
@@ -50,3 +54,22 @@ def qemu_pids_for(marker: str) -> list[int]:
         if cmd and b"qemu-system" in cmd[0] and any(marker.encode() in part for part in cmd):
             pids.append(int(proc.name))
     return pids
+
+
+@contextmanager
+def booted_guest(image: GuestImage, run_dir: Path, **options: Any) -> Iterator[QemuHost]:
+    """A guest booted for a test module (KVM if it works, else TCG); no qemu may outlive it."""
+    host = QemuHost(image, accel="auto", run_dir=run_dir, progress=progress, **options)
+    try:
+        host.start()
+        yield host
+    finally:
+        host.close()
+    assert qemu_pids_for(str(run_dir)) == [], "a qemu process outlived its QemuHost"
+
+
+def guest_as_ssh_host(vm: QemuHost, image: GuestImage, **options: Any) -> SshHost:
+    """The running guest reached the way a real remote machine is: SshHost, its key pinned."""
+    return SshHost(f"ssh://root@127.0.0.1:{vm.port}", key_path=str(image.ssh_key),
+                   known_hosts_path=str(image.known_hosts), host_key_alias=image.host_key_alias,
+                   connect_timeout_s=20, **options)

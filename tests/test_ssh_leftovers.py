@@ -16,9 +16,8 @@ import pytest
 
 from storage.store import ResultStore
 from targets.hosts.qemu import QemuHost
-from targets.hosts.ssh import SshHost
 from targets.vm.image import GuestImage
-from tests.conftest_vm import get_image, progress, qemu_pids_for
+from tests.conftest_vm import booted_guest, get_image, guest_as_ssh_host
 from tests.helpers import REPO, ostune, query, spawn_ostune, try_query
 
 pytestmark = pytest.mark.vm
@@ -50,24 +49,13 @@ def image() -> GuestImage:
 
 @pytest.fixture(scope="module")
 def guest(image: GuestImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[QemuHost]:
-    run_dir = tmp_path_factory.mktemp("qemu-run")
-    vm = QemuHost(image, memory_mb=1024, vcpus=2, accel="auto", run_dir=run_dir, progress=progress)
-    try:
-        vm.start()
+    with booted_guest(image, tmp_path_factory.mktemp("qemu-run"), memory_mb=1024, vcpus=2) as vm:
         yield vm
-    finally:
-        vm.close()
-    assert qemu_pids_for(str(run_dir)) == []
 
 
 def ssh_args(vm: QemuHost, image: GuestImage) -> list[str]:
     return ["--host", f"ssh://root@127.0.0.1:{vm.port}", "--host-set", f"key_path={image.ssh_key}",
             "--host-set", f"known_hosts_path={image.known_hosts}", "--host-set", f"host_key_alias={image.host_key_alias}"]
-
-
-def ssh_host(vm: QemuHost, image: GuestImage) -> SshHost:
-    return SshHost(f"ssh://root@127.0.0.1:{vm.port}", key_path=str(image.ssh_key),
-                   known_hosts_path=str(image.known_hosts), host_key_alias=image.host_key_alias, connect_timeout_s=20)
 
 
 def running(vm: QemuHost, pid: int) -> bool:
@@ -92,7 +80,7 @@ def test_restore_host_stops_a_dead_owners_server_and_removes_its_workdir_only(
     owner.wait()
     # this process owns another work dir with its server; a directory without an owner record
     # is not ostune's to judge
-    host = ssh_host(guest, image)
+    host = guest_as_ssh_host(guest, image)
     try:
         live_dir = host.make_workdir("redis")
         live = host.spawn(["redis-server", "--port", "6392", "--save", ""], log_path=f"{live_dir}/redis.log",

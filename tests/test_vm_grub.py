@@ -13,7 +13,7 @@ import pytest
 from targets.hosts.qemu import QemuHost
 from targets.hosts.ssh import GRUB_DROPIN, SshHost
 from targets.vm.image import GuestImage
-from tests.conftest_vm import get_image, progress, qemu_pids_for
+from tests.conftest_vm import booted_guest, get_image, guest_as_ssh_host, progress
 
 pytestmark = pytest.mark.vm
 
@@ -27,26 +27,13 @@ def grub_image() -> GuestImage:
 
 @pytest.fixture(scope="module")
 def grub_vm(grub_image: GuestImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[QemuHost]:
-    run_dir = tmp_path_factory.mktemp("qemu-grub-run")
-    host = QemuHost(grub_image, accel="auto", run_dir=run_dir, progress=progress)
-    assert host.boot_mode == "disk"
-    try:
-        host.start()
+    with booted_guest(grub_image, tmp_path_factory.mktemp("qemu-grub-run")) as host:
+        assert host.boot_mode == "disk"
         yield host
-    finally:
-        host.close()
-    assert qemu_pids_for(str(run_dir)) == []
 
 
 def _ssh(vm: QemuHost, image: GuestImage) -> SshHost:
-    return SshHost(
-        f"ssh://root@127.0.0.1:{vm.port}",
-        key_path=str(image.ssh_key),
-        known_hosts_path=str(image.known_hosts),
-        host_key_alias=image.host_key_alias,
-        connect_timeout_s=20,
-        reboot_timeout_s=300,
-    )
+    return guest_as_ssh_host(vm, image, reboot_timeout_s=300)
 
 
 def test_guest_boots_through_its_own_grub(grub_vm: QemuHost) -> None:
