@@ -205,3 +205,14 @@ def test_show_and_experiments_list_the_experiment(tmp_path, space_file):
     assert "quad" in listed.stdout
     missing = ostune("show", "nope", "--db", f"sqlite:///{db}")
     assert missing.returncode == 2 and "no experiment named 'nope' (known: quad)" in missing.stderr
+    # error text is printed as text: "[report]" is not taken for rich markup and dropped
+    bracketed = ostune("show", "nope[report]", "--db", f"sqlite:///{db}")
+    assert "no experiment named 'nope[report]'" in bracketed.stderr, bracketed.stderr
+    # off a terminal (80 columns) a long name is still whole: it is what `show NAME` takes
+    long_name = "redis-p99-fleet-east-nightly-halt-poll"
+    assert ostune("run", "--app", "command", "--host", "none", "--space", str(space_file), "--command",
+                  QUADRATIC_COMMAND, "--trials", "1", "--experiment", long_name, "--db", f"sqlite:///{db}").returncode == 0
+    listed = ostune("experiments", "--db", f"sqlite:///{db}", env={"COLUMNS": "80"})
+    rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines() if line.split()}
+    assert long_name in rows and "quad" in rows, listed.stdout
+    assert "1/1" in rows[long_name], listed.stdout

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from tuner.errors import BadInputError, OstuneError
 
@@ -40,7 +41,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except OstuneError as exc:
-            _stderr().print(f"[red]error:[/red] {exc}", markup=True, soft_wrap=True)
+            # escaped: a message is text, and "pip install 'ostune[report]'" lost its [report]
+            # to rich's markup parser
+            _stderr().print(f"[red]error:[/red] {escape(str(exc))}", markup=True, soft_wrap=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             _stderr().print("interrupted: the host was restored; the running trial is marked aborted")
@@ -51,7 +54,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if os.environ.get("OSTUNE_DEBUG"):
                 raise
             _stderr().print(
-                f"[red]internal error:[/red] {exc.__class__.__name__}: {exc} "
+                f"[red]internal error:[/red] {exc.__class__.__name__}: {escape(str(exc))} "
                 "(rerun with OSTUNE_DEBUG=1 for the traceback)", soft_wrap=True,
             )
             sys.exit(EXIT_INTERNAL)
@@ -99,9 +102,9 @@ def open_store(db: str, *, create: bool = True, console: Console | None = None):
     if report.anything:
         out = console or _stderr()
         for line in report.restored:
-            out.print(f"recovered from an interrupted run: {line}", highlight=False)
+            out.print(f"recovered from an interrupted run: {escape(line)}", highlight=False)
         for line in report.failures:
-            out.print(f"[red]recovery failed:[/red] {line}")
+            out.print(f"[red]recovery failed:[/red] {escape(line)}")
         if report.aborted_trials:
             out.print(f"marked {report.aborted_trials} interrupted trial(s) aborted")
         for path in report.removed_workdirs:
@@ -364,17 +367,26 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
 @handle_errors
 def experiments(db: str) -> None:
     """List experiments in the database."""
+    from rich import box
     from rich.table import Table
 
     store = open_store(db, create=False)
-    table = Table()
-    for col in ("experiment", "app", "host", "trials", "succeeded", "objective", "best", "updated"):
-        table.add_column(col)
-    for s in store.summaries():
-        table.add_row(s.name, str(s.target.get("app", "")), str(s.target.get("host", "")), str(s.trials),
-                      str(s.succeeded), f"{s.direction} {s.objective}",
-                      f"{s.best:.4g}" if s.best is not None else "-",
-                      s.updated_at.strftime("%Y-%m-%d %H:%M") if s.updated_at else "")
+    summaries = store.summaries()
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False)
+    # The name is what every other command takes and the best value is the point: never cut,
+    # whatever the terminal's width (80 columns off a terminal); the other columns give way.
+    table.add_column("experiment", no_wrap=True, min_width=max((len(s.name) for s in summaries), default=10))
+    table.add_column("app", overflow="ellipsis", no_wrap=True)
+    table.add_column("host", overflow="ellipsis", no_wrap=True)
+    table.add_column("ok/trials", no_wrap=True, justify="right", min_width=9)
+    table.add_column("objective", overflow="ellipsis", no_wrap=True)
+    table.add_column("best", no_wrap=True, justify="right",
+                     min_width=max((len(f"{s.best:.4g}") for s in summaries if s.best is not None), default=1))
+    table.add_column("updated", overflow="ellipsis", no_wrap=True)
+    for s in summaries:
+        table.add_row(s.name, str(s.target.get("app", "")), str(s.target.get("host", "")), f"{s.succeeded}/{s.trials}",
+                      f"{s.direction[:3]} {s.objective}", f"{s.best:.4g}" if s.best is not None else "-",
+                      s.updated_at.strftime("%m-%d %H:%M") if s.updated_at else "")
     Console().print(table)
 
 
@@ -500,9 +512,9 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
             guard.stopping = True
     if verifier.restored:
         names = ", ".join(line.removeprefix("restored ") for line in verifier.restored)
-        out.print(f"restored {len(verifier.restored)} kernel value(s): {names}", highlight=False)
+        out.print(f"restored {len(verifier.restored)} kernel value(s): {escape(names)}", highlight=False)
     for line in verifier.restore_failures:
-        out.print(f"restore failed: {line}", highlight=False)
+        out.print(f"restore failed: {escape(line)}", highlight=False)
     if as_json:
         click.echo(json.dumps({"verification": report.verification_id, "schedule": report.schedule,
                                "results": report.results}, default=str))
@@ -535,11 +547,11 @@ def restore(db: str, host_spec: str | None, host_settings: tuple[str, ...]) -> N
         finally:
             host.close()
         for line in report.restored:
-            console.print(f"{host.key}: {line}")
+            console.print(f"{host.key}: {escape(line)}")
         for line in report.removed_workdirs:
-            console.print(f"removed {line}, the work directory of a dead ostune process")
+            console.print(f"removed {escape(line)}, the work directory of a dead ostune process")
         for line in report.failures:
-            console.print(f"[red]restore failed:[/red] {line}")
+            console.print(f"[red]restore failed:[/red] {escape(line)}")
     pending = store.pending_journal()
     if not pending:
         console.print("nothing left to restore")

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Mapping
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -103,7 +104,7 @@ class ConsoleReporter:
             names = ", ".join(line.removeprefix("restored ") for line in summary.restored)
             self._log(f"restored {len(summary.restored)} kernel value(s): {names}")
         for line in summary.restore_failures:
-            self.console.print(f"[red]restore failed:[/red] {line}")
+            self.console.print(f"[red]restore failed:[/red] {escape(line)}")
             if self.log_file is not None:
                 self.log_file.print(f"restore failed: {line}", markup=False)
         if summary.best is not None and summary.best.objective is not None:
