@@ -107,8 +107,8 @@ def open_store(db: str, *, create: bool = True, console: Console | None = None):
             out.print(f"[red]recovery failed:[/red] {escape(line)}")
         if report.aborted_trials:
             out.print(f"marked {report.aborted_trials} interrupted trial(s) aborted")
-        for path in report.removed_workdirs:
-            out.print(f"removed {path}, the work directory of a dead ostune process", highlight=False)
+        for line in report.removal_lines():
+            out.print(escape(line), highlight=False)
         for host_key, count in report.remote_pending.items():
             out.print(f"{count} value(s) on {host_key} still need restoring: run `ostune restore --host {host_key}` "
                       "(a run or verify on that host does it first)")
@@ -548,8 +548,8 @@ def restore(db: str, host_spec: str | None, host_settings: tuple[str, ...]) -> N
             host.close()
         for line in report.restored:
             console.print(f"{host.key}: {escape(line)}")
-        for line in report.removed_workdirs:
-            console.print(f"removed {escape(line)}, the work directory of a dead ostune process")
+        for line in report.removal_lines():
+            console.print(escape(line))
         for line in report.failures:
             console.print(f"[red]restore failed:[/red] {escape(line)}")
     pending = store.pending_journal()

@@ -25,6 +25,9 @@ class RecoveryReport:
     #: work directories (server data and logs) of dead ostune processes, removed
     removed_workdirs: list[str] = field(default_factory=list)
 
+    def removal_lines(self) -> list[str]:
+        return [f"removed {path}, the work directory of a dead ostune process" for path in self.removed_workdirs]
+
     @property
     def anything(self) -> bool:
         return bool(self.restored or self.failures or self.crashed_runs or self.remote_pending or self.removed_workdirs)
@@ -66,8 +69,8 @@ def recover_before_use(store: ResultStore, host: Host, message: Callable[[str], 
     report = recover_host(store, host)
     for line in report.restored:
         message(f"recovered from an interrupted run on {host.key}: {line}")
-    for line in report.removed_workdirs:
-        message(f"removed {line}, the work directory of a dead ostune process")
+    for line in report.removal_lines():
+        message(line)
     if report.failures:
         raise HostError(
             f"a dead run left values changed on {host.key} that could not be put back ({report.failures[0]}); "

@@ -331,17 +331,13 @@ class RemoteHost(Host):
         return removed
 
     def _stop_if_same(self, pid: int, start_ticks: int) -> bool:
-        """SIGTERM (then SIGKILL) the process and its session, only if `pid` is still the
-        process that was started (same start ticks): a recycled pid is left alone."""
-        script = (
-            'p=$1; t=$(sed "s/.*) //" /proc/"$p"/stat 2>/dev/null | cut -d" " -f20); '
-            '[ "$t" = "$2" ] || exit 3; kill -TERM -- "-$p" 2>/dev/null || kill -TERM "$p"; i=0; '
-            'while [ "$(sed "s/.*) //" /proc/"$p"/stat 2>/dev/null | cut -d" " -f20)" = "$2" ]; do '
-            '  s=$(sed "s/.*) //" /proc/"$p"/stat 2>/dev/null | cut -c1); [ "$s" = Z ] && exit 0; '
-            '  i=$((i+1)); if [ "$i" -gt 100 ]; then kill -KILL -- "-$p" 2>/dev/null || kill -KILL "$p"; exit 0; fi; '
-            '  sleep 0.1; done'
-        )
-        return self._sh(script, str(pid), str(start_ticks), timeout_s=60).ok
+        """`terminate` the process and its session, only if `pid` is still the process that was
+        started (same start ticks): a recycled pid is left alone."""
+        same = self._sh('[ "$(sed "s/.*) //" /proc/"$1"/stat 2>/dev/null | cut -d" " -f20)" = "$2" ]',
+                        str(pid), str(start_ticks)).ok
+        if same:
+            self.terminate(SpawnedProcess(pid=pid, argv=(), log_path=""))
+        return same
 
     def remove_tree(self, path: str) -> None:
         if path.rstrip("/") in ("", "/") or not path.startswith("/"):

@@ -2,7 +2,7 @@
 owner killed with -9 (no cleanup of its own ran).
 
 Two files inside every work directory ostune makes: the owner record (the ostune process's
-identity: pid, start ticks, machine, boot id) and, on remote hosts, one line per server process
+identity: pid, start ticks, machine, boot id, machine id) and, on remote hosts, one line per server process
 started in it (pid and start ticks on that host). Locally a server dies with its owner
 (PR_SET_PDEATHSIG); over SSH it does not, so the process lines are what lets the next command stop
 it, and the start ticks make sure a recycled pid is never signalled.
@@ -41,7 +41,7 @@ class RemoteWorkdir:
 
 
 def parse_listing(text: str) -> list[RemoteWorkdir]:
-    """The listing RemoteHost.stale_workdirs' script prints: per line the directory, its owner
+    """The listing RemoteHost.reap_stale_workdirs' script prints: per line the directory, its owner
     record and its process lines ("pid ticks;pid ticks"), tab-separated. Lines that do not parse
     (a directory someone else made, a half-written record) are left out: only what ostune
     certainly made is ever removed."""
