@@ -71,6 +71,13 @@ class Parameter:
         for choice in self.choices:
             if normalize_text(str(choice)) == normalize_text(str(value)):
                 return choice
+        # numeric choices come back from the database as floats (8192.0 for 8192): match by number,
+        # or the kernel would be handed '8192.0'
+        number = _as_number(value)
+        if number is not None:
+            for choice in self.choices:
+                if _as_number(choice) == number:
+                    return choice
         return str(value)
 
     def render(self, value: Value) -> str:
@@ -184,6 +191,16 @@ class Space:
     def hash(self) -> str:
         text = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _as_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def normalize_text(text: str) -> str:

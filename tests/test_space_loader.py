@@ -72,3 +72,22 @@ def test_shipped_spaces_load_and_redis_space_has_8_to_14_knobs():
 def test_unknown_space_name_lists_shipped_ones():
     with pytest.raises(SpaceError, match="shipped: .*redis-latency"):
         load_space("no-such-space")
+
+
+def test_numeric_choices_read_back_from_the_database_are_the_choices_themselves():
+    # trial values are stored in float columns: 8192 comes back as 8192.0, and a re-measurement or
+    # a verification that wrote '8192.0' to read_ahead_kb was refused by the kernel
+    from tuner.racing import typed_params
+
+    space = load_space("mysql-latency")
+    numeric = [p for p in space.parameters if p.type == "categorical"
+               and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in p.choices)]
+    assert numeric, "the shipped MySQL space has numeric-choice knobs (read-ahead)"
+    for param in numeric:
+        for choice in param.choices:
+            typed = typed_params(space, {param.name: float(choice)})[param.name]
+            assert typed == choice and type(typed) is type(choice)
+            assert param.render(typed) == str(choice)
+            assert param.coerce(str(choice)) == choice
+    text = next(p for p in space.parameters if p.type == "categorical" and p not in numeric)
+    assert text.coerce(2.0) == "2.0"  # no number among the choices: the value is kept as text
