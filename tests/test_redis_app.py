@@ -85,7 +85,7 @@ def test_duration_calibration_and_warmup(host: LocalHost) -> None:
         workload = RedisBenchmarkWorkload(duration_s=0.5, keyspace=100, commands="get")
         workload.prepare(host, endpoint)
         assert workload.effective_requests >= 1000
-        workload.warmup(host, endpoint)
+        workload.warmup(host, endpoint, {})
         started = time.monotonic()
         metrics = workload.measure(host, endpoint, {})
         assert time.monotonic() - started < 5

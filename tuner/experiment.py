@@ -299,7 +299,7 @@ class ExperimentRunner:
                 self._app_stale = False
             assert self._endpoint is not None
             if self.settings.warmup:
-                self.workload.warmup(self.host, self._endpoint)
+                self.workload.warmup(self.host, self._endpoint, params)
             reps = measure_repetitions(self.host, self.app, self._endpoint, self.workload, params,
                                        self.settings.repetitions)
             result = aggregate(reps, experiment.objective)

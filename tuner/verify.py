@@ -277,7 +277,7 @@ class Verifier:
                             endpoint = self.app.restart(self.host)
                             self.workload.prepare(self.host, endpoint)
                         if self.warmup:
-                            self.workload.warmup(self.host, endpoint)
+                            self.workload.warmup(self.host, endpoint, params)
                         reps = measure_repetitions(self.host, self.app, endpoint, self.workload, params,
                                                    self.repetitions)
                         result = aggregate(reps, experiment.objective)

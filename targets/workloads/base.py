@@ -18,8 +18,9 @@ class Workload(abc.ABC):
     def prepare(self, host: Host, endpoint: Endpoint) -> None:
         """Load the dataset once per application start."""
 
-    def warmup(self, host: Host, endpoint: Endpoint) -> None:
-        """A short unmeasured run after parameters change."""
+    def warmup(self, host: Host, endpoint: Endpoint, params: Mapping[str, object]) -> None:
+        """A short unmeasured run after parameters change (`params`: the configuration about to be
+        measured, for workloads that read it)."""
 
     @abc.abstractmethod
     def measure(

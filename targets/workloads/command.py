@@ -67,9 +67,11 @@ class CommandWorkload(Workload):
             metrics["_client_cpu_s"] = result.cpu_s
         return metrics
 
-    def warmup(self, host: Host, endpoint: Endpoint) -> None:
+    def warmup(self, host: Host, endpoint: Endpoint, params: Mapping[str, object]) -> None:
+        # the command reads its configuration like a measured run does (an empty one would crash
+        # or warm up a different configuration)
         if self.run_warmup:
-            self._run(host, {})
+            self._run(host, params)
 
     def measure(self, host: Host, endpoint: Endpoint, params: Mapping[str, object]) -> dict[str, float]:
         return self._run(host, params)

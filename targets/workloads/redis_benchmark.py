@@ -562,7 +562,7 @@ class RedisBenchmarkWorkload(Workload):
         if not result.ok:
             raise WorkloadError(f"loading the key space with redis-benchmark failed (exit {result.exit_code})")
 
-    def warmup(self, host: Host, endpoint: Endpoint) -> None:
+    def warmup(self, host: Host, endpoint: Endpoint, params: Mapping[str, object]) -> None:
         """An unmeasured run of ``warmup_requests`` (default: a fifth of a repetition, >= 1000)."""
         n = self.warmup_requests or max(1000, self.effective_requests // 5)
         self.run_once(host, endpoint, requests=n)

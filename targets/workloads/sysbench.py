@@ -519,7 +519,7 @@ class SysbenchWorkload(Workload):
             return False
         return self._writes_since_prepare > self.reprepare_writes_factor * self.tables * self.table_size
 
-    def warmup(self, host: Host, endpoint: Endpoint) -> None:
+    def warmup(self, host: Host, endpoint: Endpoint, params: Mapping[str, object]) -> None:
         """Trial boundary: rebuild the dataset if the drift rule says so, then run warmup_s."""
         if self.needs_reprepare():
             self.rebuild(host, endpoint)
