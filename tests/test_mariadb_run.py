@@ -209,14 +209,18 @@ def server():  # type: ignore[no-untyped-def]
     app.stop()
 
 
-def _variables(endpoint) -> str:  # type: ignore[no-untyped-def]
+def _variables(endpoint, sql: str = "SHOW GLOBAL VARIABLES") -> str:  # type: ignore[no-untyped-def]
     r = subprocess.run(
         ["mariadb", "--protocol=tcp", "-h127.0.0.1", f"-P{endpoint.port}", f"-u{endpoint.extra['user']}",
-         "--batch", "--skip-column-names", "-e", "SHOW GLOBAL VARIABLES"],
+         "--batch", "--skip-column-names", "-e", sql],
         capture_output=True, text=True, env={**os.environ, "MYSQL_PWD": endpoint.extra["password"]}, timeout=30,
     )
     assert r.returncode == 0, r.stderr
     return r.stdout
+
+
+def _queries_served(endpoint) -> int:  # type: ignore[no-untyped-def]
+    return int(_variables(endpoint, "SHOW GLOBAL STATUS LIKE 'Queries'").split()[-1])
 
 
 @needs_sysbench
@@ -255,6 +259,18 @@ def test_external_dsn_leaves_the_server_running_unchanged_and_never_stores_the_p
     assert f'"dsn": "mysql://sbtest@127.0.0.1:{endpoint.port}/sbtest"' in target and '"managed": false' in target
     for text in (all_text(db), first.stdout, first.stderr, second.stdout, second.stderr, listing.stdout):
         assert password not in text
+    # verify re-measures that same server: its DSN is asked for again (it is never stored), and
+    # given (here through OSTUNE_DSN) the interleaved rounds run against it, not a server of its own
+    url = f"sqlite:///{db}"
+    refused = run_ostune("verify", "ext", "--db", url, "--rounds", "3", cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert f"tuned the external server mysql://sbtest@127.0.0.1:{endpoint.port}/sbtest" in refused.stderr
+    served = _queries_served(endpoint)
+    verified = run_ostune("verify", "ext", "--db", url, "--rounds", "3", "--repetitions", "1", "--no-profiles",
+                          cwd=tmp_path, env={"OSTUNE_DSN": dsn})
+    assert verified.returncode == 0, verified.stderr
+    assert _queries_served(endpoint) > served + 100 and app.pids() == pid, verified.stdout
+    assert password not in verified.stdout + verified.stderr + all_text(db)
     # it asked the server where its datadir lives: the queue knobs of that disk were tuned
     device = datadir_block_device(LocalHost(), app.datadir or "")
     if device:

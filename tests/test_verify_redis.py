@@ -3,6 +3,7 @@
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -15,15 +16,33 @@ pytestmark = [
 ]
 
 
+def _server_starts(log: Path) -> int:
+    return sum(1 for line in log.read_text().splitlines() if "--version" not in line) if log.exists() else 0
+
+
 def test_verify_reports_interleaved_relative_p99_with_ci_and_stores_it(tmp_path):
     space = load_space("redis-latency")
     before = snapshot(space)
     db = f"sqlite:///{tmp_path / 'v.db'}"
+    # the experiment's own redis-server (a wrapper that logs each start): verify and a resumed run
+    # must measure under it too, without being told again
+    starts = tmp_path / "starts.log"
+    wrapper = tmp_path / "my-redis-server"
+    wrapper.write_text(f"#!/bin/sh\necho \"$@\" >> {starts}\nexec {shutil.which('redis-server')} \"$@\"\n")
+    wrapper.chmod(0o755)
     run = ostune("run", "--experiment", "rv", "--trials", "4", "--repetitions", "2", "--requests", "2000",
-                 "--seed", "3", "--db", db, cwd=tmp_path)
+                 "--seed", "3", "--db", db, "--app-set", f"binary={wrapper}", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
+    after_run = _server_starts(starts)
+    assert after_run >= 1
     result = ostune("verify", "rv", "--db", db, "--rounds", "3", "--repetitions", "1", "--seed", "1", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    after_verify = _server_starts(starts)
+    assert after_verify > after_run
+    resumed = ostune("run", "--experiment", "rv", "--trials", "1", "--repetitions", "1", "--requests", "2000",
+                     "--db", db, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _server_starts(starts) > after_verify
     out = result.stdout + result.stderr
     assert snapshot(space) == before
     labels = ["baseline", "recommended", "profile:latency-performance", "profile:network-latency"]

@@ -267,6 +267,7 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     from tuner.lock import HostLockGuard, parse_timeout
     from tuner.outcome import file_console, make_console, summary_doc
     from tuner.progress import UNBOUNDED_TRIALS, ConsoleReporter
+    from tuner.stored_settings import resumed_options, settings_to_store
 
     out = make_console(stderr=as_json)
     parsed_guards = _guards(guards)  # bad input before anything is opened or stored
@@ -294,7 +295,11 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     name = experiment_name or f"{app}-{space.name if space else 'space'}"
     new_file = _new_sqlite_file(db)
     store = open_store(db, console=out)
-    if space is None and store.get_experiment(name) is None:
+    existing = store.get_experiment(name)
+    if existing is not None:  # measured under its stored set-up, whatever this command line leaves out
+        options = resumed_options(options, existing)
+        app_obj, workload = make_app_and_workload(options)
+    elif space is None:
         if app == "command":
             raise BadInputError(f"experiment {name!r} does not exist; give --space to create it")
         space = load_space(default_space)
@@ -314,7 +319,9 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
         profiles=not no_profiles, tries=parsed_tries,
     )
     runner = ExperimentRunner(store, host, app_obj, workload, space, run_settings, reporter, target,
-                              extra_settings={"workload": workload_settings})
+                              extra_settings=settings_to_store(workload=options.workload,
+                                                               app_settings=options.app_settings,
+                                                               host_settings=options.host_settings))
     # One run per host: taken before anything else happens, so a second job exits at once.
     lock = HostLockGuard(store, host.key, timeout_s=lock_timeout_s, run_id=lambda: runner.run_id,
                          log=reporter.message)
@@ -475,18 +482,21 @@ def _guards(texts: tuple[str, ...]) -> tuple:
 @click.option("--seed", default=None, type=int, help="Seed of the randomized order (default random; stored).")
 @click.option("--host", "host_spec", default=None, help="Host to verify on (default: the experiment's).")
 @host_settings_option
+@click.option("--dsn", default=None, envvar="OSTUNE_DSN", metavar="mysql://USER:PASS@HOST:PORT/DB",
+              help="The external MySQL/MariaDB server the experiment tuned (its password is never stored).")
 @click.option("--no-profiles", is_flag=True, help="Only baseline and recommended.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 @handle_errors
 def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, host_spec: str | None,
            host_settings: tuple[str, ...],
-           no_profiles: bool, as_json: bool) -> None:
+           no_profiles: bool, as_json: bool, dsn: str | None = None) -> None:
     """Re-measure baseline, recommended and profiles, interleaved, with 95% CIs."""
     import random as _random
 
-    from tuner.factory import TargetOptions, host_spec_for, make_app_and_workload, make_host
+    from tuner.factory import make_app_and_workload, make_host
     from tuner.outcome import make_console
     from tuner.progress import ConsoleReporter
+    from tuner.stored_settings import verify_options
     from tuner.verify import MIN_ROUNDS, Verifier, render
 
     if rounds < MIN_ROUNDS:
@@ -494,11 +504,8 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
     out = make_console(stderr=as_json)
     store = open_store(db, create=False, console=out)
     experiment = _experiment(store, name)
-    target = experiment.target
-    app = {"mysql": "mariadb"}.get(str(target.get("app")), str(target.get("app")))
-    options = TargetOptions(app=app, command=target.get("command"), host=host_spec or host_spec_for(str(target.get("host"))),
-                            workload=dict(experiment.settings.get("workload") or {}),
-                            host_settings=_parse_settings(host_settings, flag="--host-set"))
+    options = verify_options(experiment, host_spec=host_spec, dsn=dsn,
+                             host_settings=_parse_settings(host_settings, flag="--host-set"))
     app_obj, workload = make_app_and_workload(options)
     host = make_host(options)
     reporter = ConsoleReporter(out, interactive=False, quiet=False)

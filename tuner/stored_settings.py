@@ -1,0 +1,130 @@
+"""The measurement set-up an experiment stores (workload, application and host settings), and how
+a later `ostune run` or `ostune verify` of it reuses that set-up.
+
+Trials measured under different set-ups (another client count, a custom redis-server build, Redis
+config overrides) are not comparable: one model fitted to both ranks configurations by set-up, not
+by kernel value, and a verification under another set-up re-measures something else. So a resumed
+run or a verification takes the stored settings for whatever it is not given, and a resumed run
+refuses a given workload or application setting that differs from the stored one. Host settings
+(how to reach the host: a key file, a timeout) are reused when the host is the experiment's own,
+and a given one replaces the stored one.
+
+Secrets are never stored: a DSN (it may carry a password) is left out; the experiment's target
+keeps its password-free form, and the DSN is given again to reach that server.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping
+
+from tuner.errors import BadInputError
+
+if TYPE_CHECKING:
+    from storage.store import ExperimentRecord
+    from tuner.factory import TargetOptions
+
+SECRET_SETTINGS = frozenset({"dsn"})
+
+
+def settings_to_store(*, workload: Mapping[str, Any], app_settings: Mapping[str, Any],
+                      host_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings_json parts that describe the set-up (the DSN is never among them)."""
+    return {
+        "workload": dict(workload),
+        "app_settings": {k: v for k, v in app_settings.items() if k not in SECRET_SETTINGS},
+        "host_settings": dict(host_settings),
+    }
+
+
+def reuse_measured(stored: Mapping[str, Any] | None, given: Mapping[str, Any], *, what: str,
+                   experiment: str) -> dict[str, Any]:
+    """Settings for a resumed run: the stored ones plus what is given, when what is given does not
+    change the set-up. `stored` None: an experiment from before settings of this kind were
+    stored; nothing is known, the given ones are used as they are."""
+    if stored is None:
+        return dict(given)
+    for key, value in given.items():
+        if key in SECRET_SETTINGS:
+            continue
+        if key not in stored:
+            raise BadInputError(
+                f"{what} {key}={_shown(value)}: experiment {experiment!r} was measured with the default "
+                f"{key}; another set-up makes its trials incomparable (use a new --experiment name, "
+                f"or leave {key} out)")
+        if stored[key] != value:
+            raise BadInputError(
+                f"{what} {key}={_shown(value)}: experiment {experiment!r} was measured with "
+                f"{key}={_shown(stored[key])}; another set-up makes its trials incomparable (use a new "
+                f"--experiment name, or leave {key} out to reuse the stored value)")
+    return {**stored, **given}
+
+
+def reuse_host(stored: Mapping[str, Any] | None, given: Mapping[str, Any], *, same_host: bool) -> dict[str, Any]:
+    """Host settings: the stored ones (only for the experiment's own host), a given one on top."""
+    if stored is None or not same_host:
+        return dict(given)
+    return {**stored, **given}
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def resumed_options(options: "TargetOptions", experiment: "ExperimentRecord") -> "TargetOptions":
+    """`ostune run` of an existing experiment: the stored set-up for what the command line leaves
+    out. Another app is left alone here (the run refuses it with its own message)."""
+    from tuner.factory import TargetOptions, host_spec_for
+
+    target = experiment.target
+    if {"mariadb": "mysql"}.get(options.app, options.app) != target.get("app"):
+        return options
+    settings = experiment.settings
+    return TargetOptions(
+        app=options.app, command=options.command, host=options.host,
+        workload=reuse_measured(settings.get("workload"), options.workload, what="workload setting",
+                                experiment=experiment.name),
+        app_settings=reuse_measured(settings.get("app_settings"), options.app_settings, what="--app-set",
+                                    experiment=experiment.name),
+        host_settings=reuse_host(settings.get("host_settings"), options.host_settings,
+                                 same_host=options.host == host_spec_for(str(target.get("host")))),
+    )
+
+
+def verify_options(experiment: "ExperimentRecord", *, host_spec: str | None, host_settings: Mapping[str, Any],
+                   dsn: str | None) -> "TargetOptions":
+    """`ostune verify`: re-measure under the experiment's stored set-up, on its host unless told
+    otherwise. An external MySQL server is reached with its DSN given again (never stored), and
+    only if it is the server the experiment tuned."""
+    from tuner.factory import TargetOptions, host_spec_for
+
+    target = experiment.target
+    app = {"mysql": "mariadb"}.get(str(target.get("app")), str(target.get("app")))
+    own_host = host_spec_for(str(target.get("host")))
+    app_settings = dict(experiment.settings.get("app_settings") or {})
+    external = target.get("app") == "mysql" and target.get("managed") is False
+    if external:
+        app_settings["dsn"] = _same_server(dsn, str(target.get("dsn")), experiment.name)
+    elif dsn is not None:
+        raise BadInputError(f"--dsn: experiment {experiment.name!r} did not tune an external MySQL server "
+                            f"(its app: {target.get('app')}, started by ostune)")
+    return TargetOptions(
+        app=app, command=target.get("command"), host=host_spec or own_host,
+        workload=dict(experiment.settings.get("workload") or {}), app_settings=app_settings,
+        host_settings=reuse_host(experiment.settings.get("host_settings"), host_settings,
+                                 same_host=(host_spec or own_host) == own_host),
+    )
+
+
+def _same_server(dsn: str | None, stored_dsn: str, experiment: str) -> str:
+    from targets.apps.mariadb import parse_dsn
+
+    if dsn is None:
+        raise BadInputError(f"experiment {experiment!r} tuned the external server {stored_dsn}; give its DSN "
+                            "with --dsn or OSTUNE_DSN (its password is never stored)")
+    parts = parse_dsn(dsn)
+    given = f"mysql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['database']}"
+    if given != stored_dsn:
+        raise BadInputError(f"--dsn {given} is not the server experiment {experiment!r} tuned ({stored_dsn})")
+    return dsn
