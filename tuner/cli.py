@@ -543,9 +543,10 @@ def restore(db: str, host_spec: str | None, host_settings: tuple[str, ...]) -> N
     or verify on that host does it too). On a remote host this also stops the dead process's
     servers and removes its work directories."""
     from tuner.factory import TargetOptions, make_host
+    from tuner.outcome import make_console
     from tuner.recovery import recover_host
 
-    console = Console(highlight=False)
+    console = make_console()  # one line per value, unwrapped in a cron mail or a journal
     store = open_store(db, create=False, console=console)
     if host_spec:
         host = make_host(TargetOptions(host=host_spec, host_settings=_parse_settings(host_settings, flag="--host-set")))
@@ -585,8 +586,9 @@ def vm_build(bootloader: str, force: bool, cache_dir: str | None) -> None:
     from pathlib import Path
 
     from targets.vm.image import build_image, default_image_cache_dir
+    from tuner.outcome import make_console
 
-    console = Console(highlight=False)
+    console = make_console()
     with console.status("building guest image") as status:
         image = build_image(Path(cache_dir) if cache_dir else default_image_cache_dir(), bootloader,  # type: ignore[arg-type]
                             progress=lambda text: status.update(text), force=force)
@@ -604,8 +606,9 @@ def vm_prune(cache_dir: str | None) -> None:
     from pathlib import Path
 
     from targets.vm.image import default_image_cache_dir, prune_images
+    from tuner.outcome import make_console
 
-    console = Console(highlight=False)
+    console = make_console()
     directory = Path(cache_dir) if cache_dir else default_image_cache_dir()
     pruned = prune_images(directory)
     for entry in pruned:
