@@ -52,6 +52,9 @@ class Run(Base):
     pid_start_ticks: Mapped[int | None] = mapped_column(Integer)
     machine: Mapped[str] = mapped_column(String(200))
     boot_id: Mapped[str] = mapped_column(String(64), default="")
+    #: /etc/machine-id: two controllers with one hostname (cloned VMs) sharing a database must not
+    #: judge each other's runs; empty for runs stored before it was kept
+    machine_id: Mapped[str] = mapped_column(String(64), default="", server_default="")
     status: Mapped[str] = mapped_column(String(20), default="running")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     ended_at: Mapped[datetime | None] = mapped_column()

@@ -70,6 +70,7 @@ class RunRecord:
     boot_id: str
     status: str
     started_at: datetime
+    machine_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -185,12 +186,12 @@ class ResultStore:
     def start_run(
         self, *, experiment_id: int | None, command: str, host_key: str, pid: int,
         pid_start_ticks: int | None, machine: str, boot_id: str, host_facts: Mapping[str, Any],
-        skipped: Mapping[str, str] | None = None,
+        skipped: Mapping[str, str] | None = None, machine_id: str = "",
     ) -> int:
         def start(session: Session) -> int:
             row = Run(
                 experiment_id=experiment_id, command=command, host_key=host_key, pid=pid,
-                pid_start_ticks=pid_start_ticks, machine=machine, boot_id=boot_id,
+                pid_start_ticks=pid_start_ticks, machine=machine, boot_id=boot_id, machine_id=machine_id,
                 host_facts_json=dict(host_facts), skipped_json=dict(skipped or {}),
             )
             session.add(row)
@@ -212,7 +213,7 @@ class ResultStore:
             rows = session.scalars(select(Run).where(Run.status == "running"))
             return [
                 RunRecord(r.id, r.experiment_id, r.command, r.host_key, r.pid, r.pid_start_ticks,
-                          r.machine, r.boot_id, r.status, r.started_at)
+                          r.machine, r.boot_id, r.status, r.started_at, r.machine_id)
                 for r in rows
             ]
 

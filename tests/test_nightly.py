@@ -7,7 +7,9 @@ import json
 import os
 import re
 import signal
+import socket
 import sqlite3
+import subprocess
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -209,6 +211,30 @@ def test_a_silent_lock_of_another_machine_is_taken_over_only_after_the_timeout(t
     assert taken.returncode == 0, taken.stderr
     assert "took over the lock on host none from pid 4242 on elsewhere: no heartbeat for" in taken.stdout
     assert query(db, "select count(*) from trials") == [(2,)]
+
+
+def test_a_lock_held_by_a_clone_with_this_hostname_is_not_taken_for_dead(tmp_path, space_file):
+    """A cloned controller (same hostname and, being a clone, maybe the same pid numbers) sharing
+    the database: its run is judged by its machine id, so a pid missing here proves nothing and the
+    lock holds until its heartbeat times out."""
+    db = tmp_path / "clone.db"
+    assert run_cmd(space_file, db, "--trials", "1").returncode == 0
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    conn = sqlite3.connect(db)
+    boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+    run_id = conn.execute(
+        "insert into runs (command, host_key, pid, pid_start_ticks, machine, boot_id, machine_id, status, "
+        "started_at, host_facts_json, skipped_json) values ('run', 'none', ?, 1, ?, ?, ?, 'running', ?, '{}', '{}')",
+        (gone.pid, socket.gethostname(), boot, "0" * 32, str(now))).lastrowid
+    conn.execute("insert into host_locks (host_key, run_id, holder_pid, holder_machine, acquired_at, heartbeat_at) "
+                 "values ('none', ?, ?, ?, ?, ?)", (run_id, gone.pid, socket.gethostname(), str(now), str(now)))
+    conn.commit()
+    conn.close()
+    held = run_cmd(space_file, db, "--trials", "1", "--lock-timeout", "30s")
+    assert held.returncode == 6, held.stdout + held.stderr
+    assert query(db, "select count(*) from trials") == [(1,)]
 
 
 def test_a_holder_whose_lock_was_taken_over_stops_before_its_next_trial(tmp_path, space_file):

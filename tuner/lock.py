@@ -79,7 +79,7 @@ class HostLockGuard:
                 return False
             if run.status != "running":
                 return True
-            return owner_is_alive(run.pid, run.pid_start_ticks, run.machine, run.boot_id) is False
+            return owner_is_alive(run.pid, run.pid_start_ticks, run.machine, run.boot_id, run.machine_id) is False
 
     def _stale(self, info: LockInfo, now: datetime) -> str | None:
         age = (now - info.heartbeat_at).total_seconds()

@@ -36,7 +36,7 @@ class RecoveryReport:
 def dead_runs(store: ResultStore) -> list:  # type: ignore[type-arg]
     return [
         run for run in store.running_runs()
-        if owner_is_alive(run.pid, run.pid_start_ticks, run.machine, run.boot_id) is False
+        if owner_is_alive(run.pid, run.pid_start_ticks, run.machine, run.boot_id, run.machine_id) is False
     ]
 
 

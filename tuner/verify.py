@@ -246,7 +246,7 @@ class Verifier:
             me = ProcessIdentity.current()
             run_id = self.store.start_run(
                 experiment_id=experiment.id, command="verify", host_key=self.host.key, pid=me.pid,
-                pid_start_ticks=me.start_ticks, machine=me.machine, boot_id=me.boot_id,
+                pid_start_ticks=me.start_ticks, machine=me.machine, boot_id=me.boot_id, machine_id=me.machine_id,
                 host_facts=self.host.facts().as_dict() if self.host.applies_kernel_params else {},
                 skipped=report.skipped,
             )

@@ -1,0 +1,88 @@
+"""Schema changes go through Alembic: a database made by an older ostune is upgraded in place when
+opened, keeps its rows, and ends with exactly the schema the models declare."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+from pathlib import Path
+
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, text
+
+from storage.database import _alembic_config
+from storage.models import Base
+from storage.store import ResultStore
+from tuner.ownership import ProcessIdentity, boot_id
+from tuner.recovery import dead_runs
+
+
+def _database_at(path: Path, revision: str) -> str:
+    url = f"sqlite:///{path}"
+    engine = create_engine(url)
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+    engine.dispose()
+    return url
+
+
+def _exited_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_database_from_revision_0003_is_upgraded_and_keeps_its_runs(tmp_path):
+    url = _database_at(tmp_path / "old.db", "0003")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text(
+            "insert into runs (command, host_key, pid, pid_start_ticks, machine, boot_id, status, started_at, "
+            "host_facts_json, skipped_json) values ('run', 'local:x', :pid, 1, :machine, :boot, 'running', "
+            "'2026-11-01 00:00:00', '{}', '{}')"), {"pid": _exited_pid(), "machine": socket.gethostname(),
+                                                   "boot": boot_id()})
+    engine.dispose()
+
+    store = ResultStore.open(url)  # migrates to the newest revision
+    try:
+        [run] = store.running_runs()
+        assert run.machine_id == ""  # unknown for an old row: judged by hostname and boot id, as before
+        assert [r.id for r in dead_runs(store)] == [run.id]
+    finally:
+        store.close()
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn)
+        assert context.get_current_revision() == "0004"
+        assert compare_metadata(context, Base.metadata) == []  # the migrations build what the models say
+    engine.dispose()
+
+
+def test_a_run_stored_by_a_clone_with_the_same_hostname_is_not_judged_from_here(tmp_path):
+    store = ResultStore.open(f"sqlite:///{tmp_path / 'shared.db'}")
+    try:
+        me = ProcessIdentity.current()
+        assert me.machine_id, "this machine has /etc/machine-id"
+        common = dict(experiment_id=None, command="run", host_key="local:x", pid=_exited_pid(), pid_start_ticks=1,
+                      machine=me.machine, boot_id=me.boot_id, host_facts={})
+        clone = store.start_run(**common, machine_id="0" * 32)  # another installation, same hostname
+        mine = store.start_run(**common, machine_id=me.machine_id)
+        assert [r.id for r in dead_runs(store)] == [mine]
+        assert clone in {r.id for r in store.running_runs()}
+    finally:
+        store.close()
+
+
+def test_a_fresh_database_has_the_models_schema(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    ResultStore.open(url).close()
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    engine.dispose()
+    assert os.path.getsize(tmp_path / "new.db") > 0
