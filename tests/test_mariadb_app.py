@@ -200,6 +200,23 @@ def test_size_config_rules() -> None:
 
 
 @needs_mariadb
+def test_a_datadir_under_its_own_parent_carries_the_owner_record(host: LocalHost, tmp_path) -> None:
+    # without the record a run killed with -9 left the data directory there for good
+    from targets.hosts.workdir_records import WORKDIR_OWNER_FILE, parse_owner
+
+    app = MariaDBApp(datadir_parent=str(tmp_path), start_timeout_s=30)
+    app.start(host)
+    try:
+        workdir = app.workdir
+        assert workdir is not None and os.path.dirname(workdir) == str(tmp_path)
+        owner = parse_owner(open(os.path.join(workdir, WORKDIR_OWNER_FILE)).read())
+        assert owner.pid == os.getpid() and owner.is_alive() is True
+    finally:
+        app.stop()
+    assert os.listdir(tmp_path) == []
+
+
+@needs_mariadb
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to mount a tmpfs")
 def test_datadir_on_read_only_or_full_filesystem(host: LocalHost) -> None:
     for opts, expect in (("ro,size=1m", "Read-only file system"), ("size=1m", "mariadb-install-db failed.*no space left on device")):

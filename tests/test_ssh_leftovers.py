@@ -34,8 +34,9 @@ OWNER_SCRIPT = """
 import sys, time
 from targets.hosts.ssh import SshHost
 url, key, known_hosts, alias, port = sys.argv[1:6]
+parent = sys.argv[6] if len(sys.argv) > 6 else None
 host = SshHost(url, key_path=key, known_hosts_path=known_hosts, host_key_alias=alias, connect_timeout_s=20)
-workdir = host.make_workdir("redis")
+workdir = host.make_workdir("redis", parent=parent)
 proc = host.spawn(["redis-server", "--port", port, "--save", ""], log_path=workdir + "/redis.log", cwd=workdir)
 print(workdir, proc.pid, flush=True)
 time.sleep(3600)
@@ -155,3 +156,35 @@ def test_a_run_after_a_kill_9_restores_the_host_and_clears_the_dead_runs_redis(
     assert query(db, "select count(*) from verifications") == [(1,)]
     assert guest.read_text("/proc/sys/vm/swappiness").strip() == original
     assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
+
+
+def test_a_dead_owners_workdir_under_an_apps_own_parent_is_removed_there(
+    guest: QemuHost, image: GuestImage, tmp_path: Path,
+) -> None:
+    """A MariaDB datadir_parent on the remote host: not the temp dir, so only a run that names it
+    (the app's workdir_parents) looks there."""
+    from tuner.recovery import recover_before_use
+
+    url = f"ssh://root@127.0.0.1:{guest.port}"
+    parent = "/var/tmp/ostune-test-bigdisk"
+    guest.run(["mkdir", "-p", parent])
+    owner = subprocess.Popen(
+        [sys.executable, "-c", OWNER_SCRIPT, url, str(image.ssh_key), str(image.known_hosts), image.host_key_alias,
+         "6393", parent + "/"], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    workdir, pid_text = owner.stdout.readline().split()  # type: ignore[union-attr]
+    owner.kill()
+    owner.wait()
+    host = guest_as_ssh_host(guest, image)
+    store = ResultStore.open(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        assert workdir.startswith(f"{parent}/ostune-redis-") and running(guest, int(pid_text))
+        assert host.reap_stale_workdirs() == []  # the temp dir has nothing of it
+        said: list[str] = []
+        recover_before_use(store, host, said.append, (parent,))
+        assert said == [f"removed {workdir} on {url} (stopped pid {pid_text}), the work directory of a dead "
+                        "ostune process"]
+        assert not guest.exists(workdir) and not running(guest, int(pid_text))
+    finally:
+        store.close()
+        host.close()
+        guest.run(["rm", "-rf", parent])

@@ -15,14 +15,14 @@ from tests.helpers import QUADRATIC_COMMAND, QUADRATIC_SPACE, REPO, ostune
 
 CHILD = (
     "import sys, time; from targets.hosts.local import LocalHost; "
-    "print(LocalHost().make_workdir('redis'), flush=True); time.sleep(300)"
+    "print(LocalHost().make_workdir(sys.argv[1], parent=sys.argv[2] or None), flush=True); time.sleep(300)"
 )
 
 
-def _workdir_of_killed_process(tmp_path) -> str:
+def _workdir_of_killed_process(tmp_path, prefix: str = "redis", parent: str = "") -> str:
     """A real ostune host object makes a work dir in a child process, which is then kill -9'd."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=subprocess.PIPE, text=True, cwd=REPO,
-                             env={**os.environ, "TMPDIR": str(tmp_path)})
+    child = subprocess.Popen([sys.executable, "-c", CHILD, prefix, parent], stdout=subprocess.PIPE, text=True,
+                             cwd=REPO, env={**os.environ, "TMPDIR": str(tmp_path)})
     path = child.stdout.readline().strip()  # type: ignore[union-attr]
     Path(path, "redis.log").write_text("server output\n")
     child.send_signal(signal.SIGKILL)
@@ -63,6 +63,26 @@ def test_next_command_removes_it_and_says_so(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"removed {dead}, the work directory of a dead ostune process" in result.stdout + result.stderr
     assert not os.path.exists(dead)
+
+
+def test_a_dead_runs_data_dir_under_an_apps_own_parent_is_removed_before_the_next_run_there(tmp_path):
+    from storage.store import ResultStore
+    from targets.apps.mariadb import MariaDBApp
+    from tuner.recovery import recover_before_use
+
+    parent = tmp_path / "bigdisk"
+    parent.mkdir()
+    dead = _workdir_of_killed_process(tmp_path, "mariadb", str(parent))
+    assert Path(dead).parent == parent
+    live = LocalHost().make_workdir("mariadb", parent=str(parent))
+    store = ResultStore.open(f"sqlite:///{tmp_path / 'r.db'}")
+    said: list[str] = []
+    try:
+        recover_before_use(store, LocalHost(), said.append, MariaDBApp(datadir_parent=f"{parent}/").workdir_parents())
+    finally:
+        store.close()
+    assert said == [f"removed {dead}, the work directory of a dead ostune process"]
+    assert not os.path.exists(dead) and os.path.isdir(live)
 
 
 def test_remote_listing_keeps_only_what_ostune_certainly_made() -> None:

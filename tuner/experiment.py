@@ -172,7 +172,7 @@ class ExperimentRunner:
         experiment: ExperimentRecord | None = None
         try:
             self.host.start()
-            recover_before_use(self.store, self.host, self.reporter.message)
+            recover_before_use(self.store, self.host, self.reporter.message, self.app.workdir_parents())
             # Start the application before anything is stored: a missing binary or a server that
             # does not come up is bad input, and bad input leaves the database unchanged. It
             # starts before the probe because some parameter paths depend on it (its datadir's disk).

@@ -4,7 +4,7 @@ loss), close its run and mark its in-flight trial aborted. Every `ostune` comman
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 from storage.store import ResultStore
 from targets.hosts.base import Host
@@ -63,10 +63,15 @@ def recover_host(store: ResultStore, host: Host) -> RecoveryReport:
     return report
 
 
-def recover_before_use(store: ResultStore, host: Host, message: Callable[[str], None]) -> None:
-    """`recover_host` at the start of a run or verification, reported through `message`. A value
-    that cannot be put back stops it: measuring on would take that value for the host's own."""
+def recover_before_use(store: ResultStore, host: Host, message: Callable[[str], None],
+                       workdir_parents: Sequence[str] = ()) -> None:
+    """`recover_host` at the start of a run or verification, reported through `message`, and
+    dead runs' work dirs removed from `workdir_parents` too (an app's own data directory parent).
+    A value that cannot be put back stops it: measuring on would take that value for the host's
+    own."""
     report = recover_host(store, host)
+    for parent in workdir_parents:
+        report.removed_workdirs += host.reap_stale_workdirs(parent)
     for line in report.restored:
         message(f"recovered from an interrupted run on {host.key}: {line}")
     for line in report.removal_lines():

@@ -236,7 +236,7 @@ class Verifier:
         status = "failed"
         try:
             self.host.start()
-            recover_before_use(self.store, self.host, self.reporter.message)
+            recover_before_use(self.store, self.host, self.reporter.message, self.app.workdir_parents())
             # As in `ostune run`: the application starts first (some parameter paths depend on it).
             endpoint = self.app.start(self.host)
             report = runner._probe()

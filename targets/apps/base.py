@@ -62,6 +62,11 @@ class App(abc.ABC):
         listed, or has no value, are skipped with the reason."""
         return {}
 
+    def workdir_parents(self) -> tuple[str, ...]:
+        """Directories besides the host's temp dir that this app makes work dirs in (a
+        datadir_parent): a run cleans up there too after a killed one."""
+        return ()
+
     def describe(self) -> dict[str, object]:
         """What is stored as the experiment's target description (never secrets)."""
         return {"app": self.name}

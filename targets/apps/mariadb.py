@@ -226,13 +226,19 @@ class MariaDBApp(ManagedServer):
     def _make_workdir(self, host: Host) -> str:
         if not self.datadir_parent:
             return host.make_workdir("mariadb")
+        # with the owner record like any work dir, so a run killed with -9 leaves no data
+        # directory behind there either (the next run with this datadir_parent removes it)
         parent = self.datadir_parent.rstrip("/") or "/"
-        r = host.run(["mktemp", "-d", f"{parent}/ostune-mariadb-XXXXXXXX"], timeout_s=10, check=False)
-        if not r.ok:
-            reason = (r.stderr.strip().splitlines() or ["mktemp failed"])[-1]
-            reason = reason.split(": ", 2)[-1] if ": " in reason else reason
-            raise AppError(f"cannot create the MariaDB data directory under {parent}: {reason}")
-        return r.stdout.strip()
+        try:
+            return host.make_workdir("mariadb", parent=parent)
+        except OSError as exc:
+            raise AppError(f"cannot create the MariaDB data directory under {parent}: {exc.strerror}") from None
+        except HostError as exc:
+            reason = str(exc).rsplit(": ", 1)[-1]
+            raise AppError(f"cannot create the MariaDB data directory under {parent}: {reason}") from None
+
+    def workdir_parents(self) -> tuple[str, ...]:
+        return (self.datadir_parent,) if self.datadir_parent else ()
 
     def start(self, host: Host) -> Endpoint:
         if self._proc is not None and self._host is not None and self._host.is_alive(self._proc):

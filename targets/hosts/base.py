@@ -130,8 +130,9 @@ class Host(abc.ABC):
         """SIGTERM, then SIGKILL after timeout_s."""
 
     @abc.abstractmethod
-    def make_workdir(self, prefix: str) -> str:
-        """Create a private directory for app data and logs; returns its path on the host."""
+    def make_workdir(self, prefix: str, *, parent: str | None = None) -> str:
+        """Create a private directory for app data and logs, named ostune-PREFIX-…, in `parent`
+        (default: the host's temp dir); returns its path on the host."""
 
     @abc.abstractmethod
     def remove_tree(self, path: str) -> None:
@@ -141,9 +142,10 @@ class Host(abc.ABC):
         """A work directory that is to outlive this process on purpose (an app's `keep`): stop
         claiming it, so no later ostune command removes it as a dead run's leftover."""
 
-    def reap_stale_workdirs(self) -> list[str]:
+    def reap_stale_workdirs(self, parent: str | None = None) -> list[str]:
         """Clean up after ostune processes that died without doing so (kill -9): the work
-        directories they made here, and servers of theirs still running. One line per directory."""
+        directories they made here (in `parent`, default the temp dir), and servers of theirs still
+        running. One line per directory."""
         return []
 
     def release_workdir(self, path: str, *, keep: bool) -> None:

@@ -183,8 +183,8 @@ class LocalHost(Host):
         if child is not None:
             child.wait(timeout=5)
 
-    def make_workdir(self, prefix: str) -> str:
-        return owned_tempdir(f"ostune-{prefix}-")
+    def make_workdir(self, prefix: str, *, parent: str | None = None) -> str:
+        return owned_tempdir(f"ostune-{prefix}-", parent=parent)
 
     def remove_tree(self, path: str) -> None:
         shutil.rmtree(path, ignore_errors=True)
@@ -192,9 +192,9 @@ class LocalHost(Host):
     def keep_workdir(self, path: str) -> None:
         Path(path, WORKDIR_OWNER_FILE).unlink(missing_ok=True)
 
-    def reap_stale_workdirs(self) -> list[str]:
+    def reap_stale_workdirs(self, parent: str | None = None) -> list[str]:
         # a local server already died with its owner (PR_SET_PDEATHSIG): only directories are left
-        return reap_stale_workdirs()
+        return reap_stale_workdirs(parent)
 
     def facts(self) -> HostFacts:
         cpuinfo = self.read_text("/proc/cpuinfo")
@@ -218,10 +218,11 @@ class LocalHost(Host):
             f.write(text)
 
 
-def owned_tempdir(prefix: str) -> str:
-    """A new private directory in the temp dir, carrying this process's identity so that
-    `reap_stale_workdirs` can remove it once this process is gone without having cleaned up."""
-    path = tempfile.mkdtemp(prefix=prefix)
+def owned_tempdir(prefix: str, parent: str | None = None) -> str:
+    """A new private directory in `parent` (default the temp dir), carrying this process's
+    identity so that `reap_stale_workdirs` can remove it once this process is gone without having
+    cleaned up."""
+    path = tempfile.mkdtemp(prefix=prefix, dir=parent)
     Path(path, WORKDIR_OWNER_FILE).write_text(owner_record(ProcessIdentity.current()))
     return path
 

@@ -258,7 +258,7 @@ class QemuHost(RemoteHost):
             return self._grub.restore()
         return False
 
-    def reap_stale_workdirs(self) -> list[str]:
+    def reap_stale_workdirs(self, parent: str | None = None) -> list[str]:
         # Every guest boots from a fresh overlay: a dead run's guest, its servers and their work
         # dirs died with its qemu, and reap_stale_qemu removes that overlay.
         return []

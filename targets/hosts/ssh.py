@@ -45,6 +45,15 @@ def check_boot_tokens(tokens: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _workdir_root(parent: str | None) -> str:
+    """The directory work dirs go in, without its trailing slash ('' for /)."""
+    if parent is None:
+        return "/tmp"
+    if not parent.startswith("/"):
+        raise BadInputError(f"work directory parent {parent!r} on a remote host must be an absolute path")
+    return parent.rstrip("/")
+
+
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else ""
@@ -291,33 +300,34 @@ class RemoteHost(Host):
     def exists(self, path: str) -> bool:
         return self.run(["test", "-e", path], check=False, timeout_s=60).ok
 
-    def make_workdir(self, prefix: str) -> str:
+    def make_workdir(self, prefix: str, *, parent: str | None = None) -> str:
         if not re.match(r"^[A-Za-z0-9_.-]*$", prefix):
             raise BadInputError(f"bad workdir prefix {prefix!r}; use letters, digits, _ . -")
+        root = _workdir_root(parent)
         # the owner record goes in with the directory: a kill -9 between the two would leave a
         # directory no later command could tell from someone else's
         script = 'd=$(mktemp -d "$1") && printf %s "$2" > "$d/$3" && echo "$d"'
-        result = self._sh(script, f"/tmp/ostune-{prefix}-XXXXXX", owner_record(ProcessIdentity.current()),
+        result = self._sh(script, f"{root}/ostune-{prefix}-XXXXXX", owner_record(ProcessIdentity.current()),
                           WORKDIR_OWNER_FILE)
-        if not result.ok or not result.stdout.strip().startswith("/tmp/ostune-"):
-            raise HostError(f"cannot make a work directory on {self.key}: "
+        if not result.ok or not result.stdout.strip().startswith(f"{root}/ostune-"):
+            raise HostError(f"cannot make a work directory under {root} on {self.key}: "
                             f"{_last_line(result.stderr) or 'exit ' + str(result.exit_code)}")
         return result.stdout.strip()
 
     def keep_workdir(self, path: str) -> None:
         self.run(["rm", "-f", "--", f"{path.rstrip('/')}/{WORKDIR_OWNER_FILE}"], check=False, timeout_s=60)
 
-    def reap_stale_workdirs(self) -> list[str]:
+    def reap_stale_workdirs(self, parent: str | None = None) -> list[str]:
         """Stop the servers and remove the work directories that ostune processes of this machine
         left on this host when they died without cleaning up (kill -9, power loss): a server
         started over SSH outlives its owner, holding its port and memory and adding load to the
         next run's measurements. Directories whose owner is alive, or ran on another machine
         (cannot be judged from here), stay. Returns one line per directory removed."""
         listing = self._sh(
-            'for d in /tmp/ostune-*; do f="$d/$1"; [ -f "$f" ] || continue; '
+            'for d in "$3"/ostune-*; do f="$d/$1"; [ -f "$f" ] || continue; '
             'printf "%s\t%s\t%s\n" "$d" "$(tr -d "\t\n" < "$f")" '
             '"$(tr "\n" ";" < "$d/$2" 2>/dev/null)"; done',
-            WORKDIR_OWNER_FILE, WORKDIR_PROCESSES_FILE,
+            WORKDIR_OWNER_FILE, WORKDIR_PROCESSES_FILE, _workdir_root(parent),
         )
         removed: list[str] = []
         for workdir in parse_listing(listing.stdout):
