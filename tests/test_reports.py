@@ -133,11 +133,14 @@ def test_trials_export_as_json_and_csv_match_the_database(dbs):
     doc = json.loads(export(db, "quad-a", "json").stdout)
     assert [(t["trial"], t["status"], t["objective"]) for t in doc["trials"]] == rows
     assert doc["trials"][0]["param:x.c"] == "p" and doc["objective"] == "p99_ms"
+    # values in their own types, not the database's floats: an int knob is 5, not 5.0
+    assert all(isinstance(t["param:x.a"], int) for t in doc["trials"]), doc["trials"][0]
     out = tmp / "trials.csv"
     assert export(db, "quad-a", "csv", "--output", str(out)).returncode == 0
     parsed = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [(int(r["trial"]), r["status"], float(r["objective"])) for r in parsed] == rows
     assert {"param:x.a", "param:x.b", "param:x.c", "metric:p99_ms"} <= set(parsed[0])
+    assert all(r["param:x.a"].isdigit() for r in parsed), parsed[0]
 
 
 def test_export_bad_input_is_one_line(dbs):

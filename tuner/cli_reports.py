@@ -77,7 +77,9 @@ def register(main: click.Group) -> None:
         experiment = _experiment(store, name)
         if fmt in ex.TRIAL_FORMATS:
             trials = store.trials(experiment.id)
-            text = ex.render_trials_json(experiment, trials) if fmt == "json" else ex.render_trials_csv(trials)
+            space = stored_space(experiment)
+            text = (ex.render_trials_json(experiment, trials, space) if fmt == "json"
+                    else ex.render_trials_csv(trials, space))
         else:
             space = stored_space(experiment)
             trial, reason = _chosen_trial(store, experiment, trial_number)

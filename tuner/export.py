@@ -91,8 +91,10 @@ def render_tuned(space: Space, values: Mapping[str, object], *, summary: str, in
     return "\n".join(out)
 
 
-def trial_rows(trials: list) -> tuple[list[dict[str, object]], list[str]]:  # type: ignore[type-arg]
-    """One flat dict per trial (params as `param:NAME`, metrics as `metric:NAME`) and the columns."""
+def trial_rows(trials: list, space: Space | None = None) -> tuple[list[dict[str, object]], list[str]]:  # type: ignore[type-arg]
+    """One flat dict per trial (params as `param:NAME`, metrics as `metric:NAME`) and the columns.
+    With the space, parameter values are in their own types (5 and false, not the 5.0 and 0.0 of
+    the database's float column)."""
     params = sorted({k for t in trials for k in t.params})
     metrics = sorted({k for t in trials for k in t.metrics})
     base = ["trial", "status", "source", "objective", "objective_sd", "repetitions", "started_at",
@@ -105,16 +107,22 @@ def trial_rows(trials: list) -> tuple[list[dict[str, object]], list[str]]:  # ty
             "started_at": t.started_at.isoformat() if t.started_at else None,
             "duration_s": t.duration_s, "error": t.error,
         }
-        row.update({f"param:{k}": t.params.get(k) for k in params})
+        row.update({f"param:{k}": _typed(space, k, t.params.get(k)) for k in params})
         row.update({f"metric:{k}": t.metrics.get(k) for k in metrics})
         rows.append(row)
     return rows, base + [f"param:{k}" for k in params] + [f"metric:{k}" for k in metrics]
 
 
-def render_trials_json(experiment: object, trials: list) -> str:  # type: ignore[type-arg]
+def _typed(space: Space | None, name: str, value: object) -> object:
+    if space is None or value is None or name not in space:
+        return value
+    return space[name].coerce(value)
+
+
+def render_trials_json(experiment: object, trials: list, space: Space | None = None) -> str:  # type: ignore[type-arg]
     import json
 
-    rows, _ = trial_rows(trials)
+    rows, _ = trial_rows(trials, space)
     doc = {
         "experiment": getattr(experiment, "name"), "objective": getattr(experiment, "objective"),
         "direction": getattr(experiment, "direction"), "space": getattr(experiment, "space"),
@@ -123,11 +131,11 @@ def render_trials_json(experiment: object, trials: list) -> str:  # type: ignore
     return json.dumps(doc, indent=2, default=str) + "\n"
 
 
-def render_trials_csv(trials: list) -> str:  # type: ignore[type-arg]
+def render_trials_csv(trials: list, space: Space | None = None) -> str:  # type: ignore[type-arg]
     import csv
     import io
 
-    rows, columns = trial_rows(trials)
+    rows, columns = trial_rows(trials, space)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
