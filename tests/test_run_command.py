@@ -216,3 +216,41 @@ def test_show_and_experiments_list_the_experiment(tmp_path, space_file):
     rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines() if line.split()}
     assert long_name in rows and "quad" in rows, listed.stdout
     assert "1/1" in rows[long_name], listed.stdout
+
+
+def test_show_never_cuts_a_number_and_fits_a_narrow_terminal(tmp_path, space_file):
+    import io
+
+    from rich.console import Console
+
+    from storage.store import ResultStore
+    from tuner.progress import fitting_trials_table
+
+    db = tmp_path / "n.db"
+    assert run_quadratic(space_file, db, 4).returncode == 0
+    # off a terminal the table is as wide as it needs: every value whole, one column per parameter
+    shown = ostune("show", "quad", "--db", f"sqlite:///{db}", env={"COLUMNS": "60"})
+    header = next(line for line in shown.stdout.splitlines() if "┃" in line and "p99_ms" in line)
+    assert all(name in header for name in ("x.a", "x.b", "x.c")), shown.stdout
+    assert "…" not in shown.stdout, shown.stdout
+    store = ResultStore.open(f"sqlite:///{db}")
+    try:
+        trials = store.trials(store.get_experiment("quad").id)
+    finally:
+        store.close()
+    values = [f"{t.objective:.4g}" for t in trials]
+    names = ["x.a", "x.b", "x.c"]
+    for width in (200, 60):
+        out = io.StringIO()
+        console = Console(file=out, width=width, force_terminal=False, color_system=None)
+        console.print(fitting_trials_table(console, trials, "p99_ms", None, names))
+        text = out.getvalue()
+        assert max(len(line) for line in text.splitlines()) <= width, text
+        assert all(v in text for v in values), text  # the objective of every trial, whole
+        if width == 60:  # compact: what each trial changed, in one folded column
+            assert "changed from the" in text and "(as baseline)" in text, text
+            base_a = trials[0].params["x.a"]
+            moved = [t for t in trials if t.params["x.a"] != base_a]
+            assert moved and all(f"x.a={t.params['x.a']:g}" in text for t in moved), text
+        else:
+            assert "changed from" not in text

@@ -413,18 +413,19 @@ def _experiment(store, name: str):  # type: ignore[no-untyped-def]
 def show(name: str, db: str) -> None:
     """A table of an experiment's trials."""
     from tuner.experiment import best_trial
-    from tuner.progress import trials_table
+    from tuner.outcome import make_console
+    from tuner.progress import fitting_trials_table
 
     store = open_store(db, create=False)
     experiment = _experiment(store, name)
     trials = store.trials(experiment.id)
     best = best_trial(trials, experiment.maximize)
     names = list(experiment.space.get("parameters", {}))
-    console = Console()
+    console = make_console()  # off a terminal (a pipe, a file): as wide as the table, nothing cut
     console.print(f"[bold]{experiment.name}[/bold]: {experiment.direction} {experiment.objective}, "
                   f"{len(trials)} trials, seed {experiment.seed}, target {experiment.target.get('app')} "
                   f"on {experiment.target.get('host')}")
-    console.print(trials_table(trials, experiment.objective, best.number if best else None, names))
+    console.print(fitting_trials_table(console, trials, experiment.objective, best.number if best else None, names))
     from tuner.report import best_so_far, sparkline
 
     curve = [value for _, value in best_so_far(trials, experiment.maximize)]

@@ -4,7 +4,7 @@ otherwise (nightly jobs, pipes), nothing but errors with --quiet."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Mapping
+from typing import Any, Mapping
 
 from rich.console import Console
 from rich.markup import escape
@@ -116,28 +116,59 @@ class ConsoleReporter:
             self._log(f"stopped: {summary.stop_reason}", always=True)
 
 
-def trials_table(trials: list[TrialRecord], objective: str, best_number: int | None, param_names: list[str]) -> Table:
-    table = Table(title=None, show_lines=False)
-    table.add_column("#", justify="right")
-    table.add_column("status", no_wrap=True)
-    table.add_column("source", no_wrap=True)
-    table.add_column(objective, justify="right")
-    table.add_column("±sd", justify="right")
-    for metric in ("p50_ms", "p999_ms", "ops_per_s"):
-        if metric != objective:
-            table.add_column(metric, justify="right")
-    for name in param_names:
-        table.add_column(name, overflow="fold")
+def trials_table(trials: list[TrialRecord], objective: str, best_number: int | None, param_names: list[str],
+                 *, baseline: Mapping[str, Any] | None = None) -> Table:
+    """A row per trial; numbers (trial, objective, metrics) are never cut. With `baseline` (for
+    narrow terminals) the layout is compact: status joins the source, the sd joins the objective,
+    and the parameters are one folded column of what differs from the baseline, instead of a
+    column per parameter squeezed to nothing."""
+    metrics = [m for m in ("p50_ms", "p999_ms", "ops_per_s") if m != objective and any(m in t.metrics for t in trials)]
+    compact = baseline is not None
+    rows = []
     for t in trials:
+        value = format_value(t.objective) if t.objective is not None else "-"
+        sd = format_value(t.objective_sd) if t.objective_sd is not None else "-"
+        if compact:
+            cells = [str(t.number), t.source + ("" if t.status == "succeeded" else f" {t.status}"),
+                     value + (f" ±{sd}" if t.objective_sd is not None else "")]
+        else:
+            cells = [str(t.number), t.status, t.source, value, sd]
+        cells += [format_value(t.metrics[m]) if m in t.metrics else "-" for m in metrics]
+        if compact:
+            assert baseline is not None
+            changed = [f"{n}={format_value(t.params[n])}" for n in param_names
+                       if n in t.params and format_value(t.params[n]) != format_value(baseline.get(n, ""))]
+            cells.append(" ".join(changed) or "(as baseline)")
+        else:
+            cells += [format_value(t.params.get(n, "")) for n in param_names]
+        rows.append((t, cells))
+    headers = (["#", "trial", objective] if compact else ["#", "status", "source", objective, "±sd"]) + metrics
+
+    def width(i: int) -> int:
+        return max([len(headers[i]), *(len(cells[i]) for _, cells in rows)])
+
+    table = Table(title=None, show_lines=False)
+    for i, header in enumerate(headers):
+        if header in ("status", "source", "trial"):
+            table.add_column(header, no_wrap=True, overflow="ellipsis")
+        else:
+            table.add_column(header, justify="right", no_wrap=True, min_width=width(i))
+    for header in (["changed from the baseline"] if compact else param_names):
+        table.add_column(header, overflow="fold", ratio=1 if compact else None)
+    for t, cells in rows:
         style = "bold green" if t.number == best_number else ("red" if t.status == "failed" else None)
-        cells = [
-            str(t.number), t.status, t.source,
-            format_value(t.objective) if t.objective is not None else "-",
-            format_value(t.objective_sd) if t.objective_sd is not None else "-",
-        ]
-        for metric in ("p50_ms", "p999_ms", "ops_per_s"):
-            if metric != objective:
-                cells.append(format_value(t.metrics[metric]) if metric in t.metrics else "-")
-        cells += [format_value(t.params.get(n, "")) for n in param_names]
         table.add_row(*cells, style=style)
     return table
+
+
+def fitting_trials_table(console: Console, trials: list[TrialRecord], objective: str, best_number: int | None,
+                         param_names: list[str]) -> Table:
+    """A column per parameter when that fits the console, else the compact layout."""
+    from rich.measure import Measurement
+
+    table = trials_table(trials, objective, best_number, param_names)
+    baseline = next((t for t in trials if t.source == "baseline"), None)
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    if baseline is None or natural <= console.width:
+        return table
+    return trials_table(trials, objective, best_number, param_names, baseline=baseline.params)
