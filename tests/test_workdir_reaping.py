@@ -106,3 +106,26 @@ def test_remote_listing_keeps_only_what_ostune_certainly_made() -> None:
     assert parsed["/tmp/ostune-redis-a"].owner == owner
     assert parsed["/tmp/ostune-redis-b"].processes == ()
     assert parsed["/tmp/ostune-redis-c"].processes == ()
+
+
+def test_a_removal_cut_short_keeps_the_owner_record_so_it_is_finished_later(tmp_path):
+    """The record goes last: a work dir that could not be removed whole (here a busy mount inside
+    it; a kill -9 halfway through a large data directory is the same) still says whose it was."""
+    import subprocess as sp
+
+    import pytest
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    dead = _workdir_of_killed_process(tmp_path)
+    for name in ("a.log", "b.log", "z.log"):
+        Path(dead, name).write_text("x")
+    busy = Path(dead, "data")
+    busy.mkdir()
+    sp.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(busy)], check=True)
+    try:
+        assert reap_stale_workdirs(str(tmp_path)) == []  # not reported removed: it is not
+        assert sorted(os.listdir(dead)) == sorted([WORKDIR_OWNER_FILE, "data"])
+    finally:
+        sp.run(["umount", str(busy)], check=True)
+    assert reap_stale_workdirs(str(tmp_path)) == [dead] and not os.path.exists(dead)

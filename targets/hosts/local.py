@@ -187,7 +187,7 @@ class LocalHost(Host):
         return owned_tempdir(f"ostune-{prefix}-", parent=parent)
 
     def remove_tree(self, path: str) -> None:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_owned_tree(path)
 
     def keep_workdir(self, path: str) -> None:
         Path(path, WORKDIR_OWNER_FILE).unlink(missing_ok=True)
@@ -227,6 +227,28 @@ def owned_tempdir(prefix: str, parent: str | None = None) -> str:
     return path
 
 
+def remove_owned_tree(path: str) -> None:
+    """Remove a directory tree; a work dir's owner record goes last, so a removal cut short (a
+    kill -9 halfway through a large data directory, a busy mount inside) leaves a directory the
+    next command still recognizes and finishes, not an anonymous half."""
+    record = Path(path, WORKDIR_OWNER_FILE)
+    if record.is_file():
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            entries = []
+        for entry in entries:
+            if entry.name == WORKDIR_OWNER_FILE:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
+        if any(e.name != WORKDIR_OWNER_FILE for e in os.scandir(path)):
+            return  # something could not go: keep the record, so it is retried later
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def reap_stale_workdirs(parent: str | None = None) -> list[str]:
     """Remove the work directories (server data, logs) of ostune processes that died without
     cleaning up (kill -9, power loss); return their paths. Only directories carrying an owner
@@ -244,7 +266,7 @@ def reap_stale_workdirs(parent: str | None = None) -> list[str]:
         except (OSError, ValueError, KeyError, TypeError):
             continue
         if alive is False:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_owned_tree(str(path))
             if not path.exists():
                 removed.append(str(path))
     return removed

@@ -352,7 +352,11 @@ class RemoteHost(Host):
     def remove_tree(self, path: str) -> None:
         if path.rstrip("/") in ("", "/") or not path.startswith("/"):
             raise BadInputError(f"refusing to remove {path!r}; give an absolute path below /")
-        self.run(["rm", "-rf", "--", path], timeout_s=300)
+        # the owner record goes last (see targets.hosts.local.remove_owned_tree); kept when
+        # anything else could not be removed
+        self._sh('find "$1" -mindepth 1 -maxdepth 1 ! -name "$2" -exec rm -rf -- {} + 2>/dev/null; '
+                 'if [ -f "$1/$2" ] && [ -n "$(find "$1" -mindepth 1 -maxdepth 1 ! -name "$2" -print -quit)" ]; '
+                 'then exit 0; fi; rm -rf -- "$1"', path, WORKDIR_OWNER_FILE, timeout_s=300)
 
     # -- processes ------------------------------------------------------------------------------
     def spawn(self, argv: Sequence[str], *, log_path: str, cwd: str | None = None) -> SpawnedProcess:
