@@ -216,6 +216,10 @@ def test_show_and_experiments_list_the_experiment(tmp_path, space_file):
     rows = {line.split()[0]: line.split() for line in listed.stdout.splitlines() if line.split()}
     assert long_name in rows and "quad" in rows, listed.stdout
     assert "1/1" in rows[long_name], listed.stdout
+    # a name with brackets is shown as given, not taken for rich markup
+    assert ostune("run", "--app", "command", "--host", "none", "--space", str(space_file), "--command",
+                  QUADRATIC_COMMAND, "--trials", "1", "--experiment", "lab[east]", "--db", f"sqlite:///{db}").returncode == 0
+    assert ostune("show", "lab[east]", "--db", f"sqlite:///{db}").stdout.startswith("lab[east]: minimize p99_ms")
 
 
 def test_show_never_cuts_a_number_and_fits_a_narrow_terminal(tmp_path, space_file):

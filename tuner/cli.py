@@ -422,9 +422,9 @@ def show(name: str, db: str) -> None:
     best = best_trial(trials, experiment.maximize)
     names = list(experiment.space.get("parameters", {}))
     console = make_console()  # off a terminal (a pipe, a file): as wide as the table, nothing cut
-    console.print(f"[bold]{experiment.name}[/bold]: {experiment.direction} {experiment.objective}, "
-                  f"{len(trials)} trials, seed {experiment.seed}, target {experiment.target.get('app')} "
-                  f"on {experiment.target.get('host')}")
+    console.print(f"[bold]{escape(experiment.name)}[/bold]: {experiment.direction} {escape(experiment.objective)}, "
+                  f"{len(trials)} trials, seed {experiment.seed}, target {escape(str(experiment.target.get('app')))} "
+                  f"on {escape(str(experiment.target.get('host')))}")
     console.print(fitting_trials_table(console, trials, experiment.objective, best.number if best else None, names))
     from tuner.report import best_so_far, sparkline
 
