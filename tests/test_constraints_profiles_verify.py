@@ -2,12 +2,13 @@
 CLI with the command workload on the `none` host (what would be applied is what the command gets)."""
 
 import json
+import re
 import sys
 
 import pytest
 
 from spaces.loader import parse_space
-from tests.helpers import ostune, query
+from tests.helpers import REPO, ostune, query
 from tuner.optimizer import Observation, propose
 
 # The command logs every configuration it receives, then prints metrics computed by FORMULA from
@@ -147,6 +148,14 @@ parameters:
 """
 
 
+def readme_queries() -> list[str]:
+    """The numbered example queries of the README's result-database section."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("Six queries:", 1)[1].split("```sql", 1)[1].split("```", 1)[0]
+    parts = re.split(r"^-- \d+\..*$", block, flags=re.M)
+    return [p.strip() for p in parts if p.strip()]
+
+
 def test_verify_interleaves_stores_and_establishes_a_real_improvement(tmp_path):
     # x.a >= 5 halves p99 (5% noise); swappiness does nothing.
     formula = "{'p99_ms': (0.5 if p['x.a'] >= 5 else 1.0) * math.exp(0.05 * z), 'p999_ms': 2.0}"
@@ -169,8 +178,17 @@ def test_verify_interleaves_stores_and_establishes_a_real_improvement(tmp_path):
     by_label = {r[0]: r for r in rows}
     assert by_label["recommended"][1] == pytest.approx(0.5, rel=0.1) and by_label["recommended"][4] == 1
     assert by_label["profile:latency-performance"][4] == 0  # swappiness 10 changes nothing here
+    # the same, by experiment name, through the view for SQL users
+    view = query(tmp_path / "t.db", "select configuration, relative, ci_low, ci_high, established, rounds "
+                                    "from verification_summary where experiment = 'e' and metric = 'p99_ms'")
+    assert {r[0]: r[1:5] for r in view} == {label: r[1:] for label, r in by_label.items()}
+    assert {r[5] for r in view} == {4}
     schedule = json.loads(query(tmp_path / "t.db", "select schedule_json from verifications")[0][0])
     assert len(schedule) == 4 and all(len(r) == 4 for r in schedule)
+    # the README's queries for SQL users run on this database; the last one names what survived
+    answers = [query(tmp_path / "t.db", sql) for sql in readme_queries()]
+    assert len(answers) == 6 and [row[0] for row in answers[4]] == ["e"]
+    assert [(row[0], row[1], row[2]) for row in answers[-1]] == [("e", "recommended", "p99_ms")]
     best = json.loads(ostune("best", "e", "--db", db, "--json").stdout)
     assert best["verified"] is True and "verified" in best["reason"]
 
