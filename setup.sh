@@ -17,7 +17,7 @@ VENV="${OSTUNE_VENV:-.venv}"
 runtime_pkgs=(redis-server redis-tools)
 mysql_pkgs=(mariadb-server mariadb-client sysbench)
 test_pkgs=(mariadb-server mariadb-client sysbench qemu-system-x86 qemu-utils openssh-client
-           openssh-server debootstrap sqlite3 systemd iproute2 procps kmod chromium)
+           openssh-server debootstrap sqlite3 systemd iproute2 procps kmod chromium postgresql)
 
 need_apt=()
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
@@ -45,7 +45,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 extras="test"
-[ "$mode" = "test" ] && extras="test,bench,report"
+[ "$mode" = "test" ] && extras="test,bench,report,postgres"
 "$VENV/bin/pip" install -q --disable-pip-version-check -e ".[$extras]"
 
 case "$mode" in

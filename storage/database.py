@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from alembic import command
@@ -17,6 +18,8 @@ from tuner.errors import StorageError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 DEFAULT_DB_URL = "sqlite:///ostune.db"
+#: the pip package of a database driver module SQLAlchemy asks for, where the names differ
+PIP_PACKAGES = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient"}
 
 
 def _alembic_config() -> Config:
@@ -58,6 +61,8 @@ def open_engine(url_text: str = DEFAULT_DB_URL, *, create: bool = True) -> Engin
         raise StorageError(
             f"database {url_text!r} is not a SQLAlchemy URL (e.g. sqlite:///ostune.db)"
         ) from None
+    # the URL as given, without its password: errors end up in cron mail and journals
+    shown = re.sub(r"^([^:/]+://[^:/@]*):[^@/]*@", r"\1:***@", url_text)
     is_sqlite = url.get_backend_name() == "sqlite"
     if is_sqlite:
         if not create and url.database and url.database != ":memory:" and not Path(url.database).exists():
@@ -68,21 +73,29 @@ def open_engine(url_text: str = DEFAULT_DB_URL, *, create: bool = True) -> Engin
     except ImportError as exc:
         # a server database whose Python driver is not installed (ostune depends on SQLite only)
         module = exc.name or "its driver"
+        package = PIP_PACKAGES.get(module, module)
         raise StorageError(
-            f"database {url_text!r}: the {url.get_backend_name()} driver is not installed ({module}); "
-            f"install it into ostune's environment (e.g. pip install {module}) or use sqlite:///PATH"
+            f"database {shown!r}: the {url.get_backend_name()} driver is not installed ({module}); "
+            f"install it into ostune's environment (e.g. pip install '{package}') or use sqlite:///PATH"
         ) from None
     except ArgumentError as exc:
-        raise StorageError(f"database {url_text!r}: {exc}") from None
+        raise StorageError(f"database {shown!r}: {_first_line(exc)}") from None
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
         migrate(engine)
     except OperationalError as exc:
-        raise StorageError(f"database {url_text}: {exc.orig}") from None
+        raise StorageError(f"database {shown}: {_first_line(exc.orig)}") from None
     except SQLAlchemyError as exc:
-        raise StorageError(f"database {url_text}: {exc.__class__.__name__}: {exc}") from None
+        raise StorageError(f"database {shown}: {exc.__class__.__name__}: {_first_line(getattr(exc, 'orig', None) or exc)}") from None
     return engine
+
+
+def _first_line(error: object) -> str:
+    """A driver's message without the SQL statement and the hints on further lines (psycopg's
+    connection errors and SQLAlchemy's statement dumps are several lines long)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else error.__class__.__name__
 
 
 def migrate(engine: Engine) -> None:

@@ -131,9 +131,10 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_pat
         args = ["--space", str(space_file), "--experiment", "quad"]
         db_url = f"sqlite:///{tmp_path}/missing-dir/x.db"
     elif case == "db_driver":
-        # a server database whose Python driver ostune does not install (it depends on SQLite only)
+        # a server database whose Python driver is not installed (ostune depends on SQLite only;
+        # PostgreSQL's is the `postgres` extra)
         args = ["--space", str(space_file), "--experiment", "quad"]
-        db_url = "postgresql://ostune@127.0.0.1/ostune"
+        db_url = "mysql://ostune@127.0.0.1/ostune"
     elif case == "no_command":
         result = ostune("run", "--app", "command", "--host", "none", "--space", str(space_file),
                         "--trials", "1", "--db", db_url)
@@ -163,7 +164,8 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_pat
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error:") and "Traceback" not in result.stderr
     if case == "db_driver":
-        assert "postgresql driver is not installed" in lines[0] and "sqlite:///" in lines[0]
+        assert "mysql driver is not installed (MySQLdb)" in lines[0] and "pip install 'mysqlclient'" in lines[0]
+        assert "sqlite:///" in lines[0]
     if case == "ssh_setting":
         assert "--host-set key_file: not a setting of ssh hosts" in lines[0] and "key_path" in lines[0]
     if case == "qemu_setting":

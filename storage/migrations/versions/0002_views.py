@@ -21,7 +21,7 @@ VIEWS = {
         FROM trials t
         JOIN experiments e ON e.id = t.experiment_id
         LEFT JOIN trial_metric_values m ON m.trial_id = t.id
-        GROUP BY t.id
+        GROUP BY t.id, e.name
     """.format(pivot=",\n               ".join(
         f"MAX(CASE WHEN m.name = '{name}' THEN m.value END) AS {name}" for name in STANDARD)),
     "trial_metrics": """
@@ -32,7 +32,7 @@ VIEWS = {
     """,
     "trial_params": """
         SELECT e.name AS experiment, t.number AS trial, p.name AS param,
-               COALESCE(p.value_text, p.value_num) AS value, p.value_num, p.value_text
+               COALESCE(p.value_text, {num_as_value}) AS value, p.value_num, p.value_text
         FROM trial_param_values p
         JOIN trials t ON t.id = p.trial_id
         JOIN experiments e ON e.id = t.experiment_id
@@ -47,8 +47,11 @@ VIEWS = {
 
 
 def upgrade() -> None:
+    # SQLite mixes types in one column (a number stays a number); PostgreSQL needs one type
+    sqlite = op.get_bind().dialect.name == "sqlite"
+    num_as_value = "p.value_num" if sqlite else "CAST(p.value_num AS TEXT)"
     for name, body in VIEWS.items():
-        op.execute(f"CREATE VIEW {name} AS {body}")
+        op.execute(f"CREATE VIEW {name} AS {body.replace('{num_as_value}', num_as_value)}")
 
 
 def downgrade() -> None:
