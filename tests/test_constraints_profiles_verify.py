@@ -207,6 +207,28 @@ def test_verify_does_not_certify_an_unchanged_configuration(tmp_path):
     assert best["verified"] is False and "not established" in best["reason"]
 
 
+def test_when_the_baseline_is_best_there_is_nothing_to_change_or_verify(tmp_path):
+    # the host's own values (x.a 2, swappiness 60) are the optimum, without noise
+    formula = "{'p99_ms': 1.0 + 0.3 * abs(p['x.a'] - 2) + 0.01 * abs(p['vm.swappiness'] - 60)}"
+    run(tmp_path, VERIFY_SPACE, formula, trials=8)
+    db = f"sqlite:///{tmp_path}/t.db"
+    best = json.loads(ostune("best", "e", "--db", db, "--json").stdout)
+    assert best["params"] == {"vm.swappiness": 60, "x.a": 2} and best["verified"] is False
+    assert "the baseline (the host's own values) is the best configuration found: nothing to change" in best["reason"]
+    env = {"T_LOG": str(tmp_path / "verify.log"), "T_FORMULA": formula}
+    alone = ostune("verify", "e", "--db", db, "--rounds", "3", "--repetitions", "1", "--no-profiles", env=env)
+    lines = [line for line in alone.stderr.splitlines() if line.strip()]
+    assert alone.returncode == 2 and len(lines) == 1 and "the best configuration found is its baseline" in lines[0]
+    # with the profiles: measured against the baseline, no 'recommended' copy of it; `best` still reads
+    result = ostune("verify", "e", "--db", db, "--rounds", "3", "--repetitions", "1", "--seed", "1", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "the recommended configuration is the baseline" in result.stdout
+    labels = {r[0] for r in query(tmp_path / "t.db", "select label from verification_results")}
+    assert "recommended" not in labels and {"baseline", "profile:latency-performance"} <= labels
+    again = ostune("best", "e", "--db", db, "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["verified"] is False, again.stderr
+
+
 def test_verify_bad_input_is_one_line(tmp_path):
     run(tmp_path, VERIFY_SPACE, "{'p99_ms': 1.0 + 0.01 * z}", trials=3)
     db = f"sqlite:///{tmp_path}/t.db"

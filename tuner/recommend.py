@@ -77,9 +77,13 @@ def recommend(store: ResultStore, experiment: ExperimentRecord) -> Recommendatio
     first = by_number[best.trials[0]]
     log = all(t.objective > 0 for t in trials if t.status == "succeeded" and t.objective is not None)  # type: ignore[operator]
     estimate = estimate_to_objective(best.estimate, best, experiment.maximize, log)
-    result = verification_for(store, experiment, space, best.key)
+    baseline = next((t for t in trials if t.source == "baseline" and t.status == "succeeded"), None)
+    is_baseline = baseline is not None and racing.config_key(space, baseline.params) == best.key
+    result = None if is_baseline else verification_for(store, experiment, space, best.key)
     verified = bool(result and result["established"])
-    if verified:
+    if is_baseline:
+        reason = "the baseline (the host's own values) is the best configuration found: nothing to change"
+    elif verified:
         reason = (f"verified: {result['metric']} x{result['relative']:.3f} of baseline "  # type: ignore[index]
                   f"(95% CI {result['ci_low']:.3f}-{result['ci_high']:.3f})")  # type: ignore[index]
     elif result is not None:
@@ -98,6 +102,8 @@ def verification_for(store: ResultStore, experiment: ExperimentRecord, space: Sp
     from tuner.verify import latest_results
 
     for result in latest_results(store, experiment.id):
+        if result["ci_low"] is None:  # the baseline's own row (the reference), or too few rounds
+            continue
         if result["metric"] == experiment.objective and racing.config_key(space, result["params"]) == key:
             return result
     return None

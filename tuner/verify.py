@@ -175,7 +175,7 @@ def contenders_for(store: ResultStore, experiment: ExperimentRecord, space: Spac
                    *, profiles: bool = True) -> list[Contender]:
     """baseline (the experiment's baseline trial), recommended, and the shipped profiles."""
     from tuner.profiles import profile_configs
-    from tuner.racing import typed_params
+    from tuner.racing import config_key, typed_params
     from tuner.recommend import recommend
 
     trials = store.trials(experiment.id)
@@ -186,13 +186,19 @@ def contenders_for(store: ResultStore, experiment: ExperimentRecord, space: Spac
     if choice is None:
         raise BadInputError(f"experiment {experiment.name!r} has no succeeded trial yet")
     base = typed_params(space, baseline.params)
-    out = [Contender("baseline", base, baseline.number),
-           Contender("recommended", {k: v for k, v in choice.params.items() if k in space}, choice.trial.number)]
+    out = [Contender("baseline", base, baseline.number)]
+    recommended = {k: v for k, v in choice.params.items() if k in space}
+    if config_key(space, recommended) != config_key(space, base):
+        out.append(Contender("recommended", recommended, choice.trial.number))
     if profiles:
         configs, _notes = profile_configs(space, base)
         for config in configs:
             trial = next((t.number for t in trials if t.source == config.label), None)
             out.append(Contender(config.label, config.params, trial))
+    if len(out) == 1:
+        raise BadInputError(
+            f"experiment {experiment.name!r}: the best configuration found is its baseline (the host's own "
+            "values), so there is nothing to verify" + ("" if profiles else " (--no-profiles leaves out the profiles)"))
     return out
 
 
@@ -221,6 +227,9 @@ class Verifier:
         experiment = self.experiment
         space = stored_space(experiment)
         contenders = contenders_for(self.store, experiment, space, profiles=self.profiles)
+        if "recommended" not in {c.label for c in contenders}:
+            self.reporter.message("the recommended configuration is the baseline (the host's own values): "
+                                  "measuring the profiles against it")
         settings = RunSettings(experiment=experiment.name, trials=0, objective=experiment.objective,
                                maximize=experiment.maximize, repetitions=self.repetitions,
                                warmup=self.warmup, strict=self.strict)
