@@ -36,7 +36,10 @@ def test_failed_trials_get_worst_plus_margin_and_aborted_ones_are_ignored():
     assert values[1] == pytest.approx(1) and values[2] == pytest.approx(3)
     assert values[3] == pytest.approx(3.5) and values[4] == pytest.approx(3.5)
     assert 5 not in values
-    assert model_targets([Observation({"a": 3}, "failed", None)], maximize=False) == []
+    # before any success there is no worst value: failures share one value, which moves the
+    # engine along its design (else it proposed the failed configuration again and again)
+    assert model_targets([Observation({"a": 3}, "failed", None), Observation({"a": 4}, "infeasible", 2.0)],
+                         maximize=False) == [({"a": 3}, 0.0), ({"a": 4}, 0.0)]
 
 
 def test_maximize_negates_so_engines_always_minimize():
@@ -68,3 +71,15 @@ def test_rebuilt_engine_is_deterministic_for_the_same_history():
     first = propose(space, history, seed=11, maximize=False).params
     again = propose(space, history, seed=11, maximize=False).params
     assert first == again
+
+
+def test_a_search_whose_trials_all_failed_so_far_moves_on():
+    from spaces.loader import parse_space
+
+    space = parse_space("parameters:\n  x.a: {kind: sysctl, type: int, range: [0, 100]}\n"
+                        "  x.b: {kind: sysctl, type: categorical, choices: [p, q, r]}\n", source="t")
+    history: list[Observation] = []
+    for _ in range(6):
+        proposal = propose(space, history, seed=3, maximize=False)
+        assert proposal.params not in [o.params for o in history], history
+        history.append(Observation(proposal.params, "failed", None))

@@ -8,8 +8,10 @@ Rules for what the model is told (see README "How results feed the optimizer"):
 - succeeded trials: their objective, log-transformed for latency-like positive objectives, negated
   when maximizing (engines always minimize);
 - failed and infeasible trials: the worst transformed value observed so far plus a margin, so the
-  model learns to avoid the region without the +inf that would wreck a GP; skipped until a
-  succeeded trial exists;
+  model learns to avoid the region without the +inf that would wreck a GP; until a succeeded
+  trial exists (no worst value yet) all of them at one common value, which says nothing about the
+  landscape but moves the engine on along its initial design instead of proposing the same
+  configuration again;
 - aborted (interrupted) and running trials: ignored, they say nothing about the configuration.
 """
 
@@ -71,7 +73,7 @@ def model_targets(
     log = bool(succeeded) and all(o.objective > 0 for o in succeeded)  # type: ignore[operator]
     pairs = [(o.params, transform_objective(o.objective, maximize=maximize, log=log)) for o in succeeded]  # type: ignore[arg-type]
     if not pairs:
-        return []
+        return [(o.params, 0.0) for o in observations if o.status in ("failed", "infeasible")]
     pairs = _clip_outliers(pairs)
     values = [v for _, v in pairs]
     spread = (max(values) - min(values)) or abs(max(values)) or 1.0

@@ -61,7 +61,7 @@ class CommandWorkload(Workload):
             host.remove_tree(workdir)
         if not result.ok:
             tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]
-            raise WorkloadError(f"command exited {result.exit_code}: {tail[0][:200]}")
+            raise WorkloadError(f"command exited {result.exit_code}: {tail[0][:200] or '(no output)'}")
         metrics = parse_metrics_line(result.stdout)
         if result.cpu_s is not None:
             metrics["_client_cpu_s"] = result.cpu_s
