@@ -260,3 +260,23 @@ def test_show_never_cuts_a_number_and_fits_a_narrow_terminal(tmp_path, space_fil
             assert moved and all(f"x.a={t.params['x.a']:g}" in text for t in moved), text
         else:
             assert "changed from" not in text
+
+
+def test_an_objective_the_workload_never_reports_stops_the_run_in_one_line(tmp_path, space_file):
+    db = tmp_path / "o.db"
+    assert run_quadratic(space_file, db, 2).returncode == 0
+    kept = query(db, "select number, status, objective from trials order by number")
+    wrong = ostune("run", "--app", "command", "--host", "none", "--space", str(space_file), "--command",
+                   QUADRATIC_COMMAND, "--trials", "5", "--experiment", "typo", "--objective", "p95", "--db",
+                   f"sqlite:///{db}", "--repetitions", "1", "--no-warmup")
+    lines = [line for line in wrong.stderr.splitlines() if line.strip()]
+    assert wrong.returncode == 2 and len(lines) == 1, wrong.stderr
+    assert lines[0].startswith("error: --objective p95: the workload does not report it (it reports: ")
+    assert "p99_ms" in lines[0] and "ops_per_s" in lines[0]
+    # not five failed trials, and no experiment left holding the wrong objective under that name
+    assert query(db, "select name from experiments") == [("quad",)]
+    assert query(db, "select number, status, objective from trials order by number") == kept
+    right = ostune("run", "--app", "command", "--host", "none", "--space", str(space_file), "--command",
+                   QUADRATIC_COMMAND, "--trials", "1", "--experiment", "typo", "--db", f"sqlite:///{db}",
+                   "--repetitions", "1", "--no-warmup")
+    assert right.returncode == 0, right.stderr

@@ -19,6 +19,10 @@ class SpaceError(BadInputError):
     """A space file is malformed or violates a rule."""
 
 
+class WrongObjectiveError(BadInputError):
+    """--objective names a metric the workload never reports."""
+
+
 class StorageError(OstuneError):
     """The result database cannot be opened, written or is inconsistent."""
 
@@ -49,6 +53,15 @@ class WorkloadError(OstuneError):
     """The workload failed or printed something that cannot be parsed."""
 
     exit_code = 5
+
+
+class ObjectiveNotReported(WorkloadError):
+    """The workload's measurements lack the objective metric (a wrong --objective)."""
+
+    def __init__(self, objective: str, reported: list[str]) -> None:
+        super().__init__(f"objective metric {objective!r} was not reported (reported: {', '.join(reported)})")
+        self.objective = objective
+        self.reported = reported
 
 
 class LockHeldError(OstuneError):

@@ -13,7 +13,8 @@ from storage.store import ExperimentRecord, ResultStore, TrialRecord
 from targets.apps.base import App, Endpoint
 from targets.hosts.base import Host
 from targets.workloads.base import Workload
-from tuner.errors import AppError, BadInputError, HostError, OstuneError, WorkloadError
+from tuner.errors import (AppError, BadInputError, HostError, ObjectiveNotReported, OstuneError, WorkloadError,
+                          WrongObjectiveError)
 from tuner.host_state import HostState, ProbeReport, probe
 from tuner.measure import aggregate, measure_repetitions
 from tuner.optimizer import Observation, Proposal, propose
@@ -206,6 +207,13 @@ class ExperimentRunner:
         except KeyboardInterrupt:
             status = "interrupted"
             raise
+        except WrongObjectiveError:
+            if existing is None and experiment is not None:
+                # created by this run for an objective nothing reports: not kept, so the same
+                # name with the right --objective starts clean
+                self.store.delete_experiment(experiment.name)
+                experiment = None
+            raise
         finally:
             self._abort_current()
             self._cleanup(summary)
@@ -309,6 +317,11 @@ class ExperimentRunner:
             error = str(exc) + (f"\n{context}" if context else "")
             self._current_trial = None
             finished = self.store.finish_trial(trial.id, status="failed", error=error, rebooted=rebooted)
+            if isinstance(exc, ObjectiveNotReported) and not any(t.status == "succeeded" for t in earlier):
+                # Nothing has ever reported it: a wrong --objective, not a bad configuration.
+                # Every further trial would fail the same way.
+                raise WrongObjectiveError(f"--objective {exc.objective}: the workload does not report it "
+                                    f"(it reports: {', '.join(exc.reported)})") from None
             # Restart lazily, after the next trial's apply: a host that failed to boot is only
             # reachable again once that trial reboots it.
             self._app_stale = True

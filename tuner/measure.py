@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 from targets.apps.base import App, Endpoint
 from targets.hosts.base import Host
 from targets.workloads.base import Workload
-from tuner.errors import WorkloadError
+from tuner.errors import ObjectiveNotReported, WorkloadError
 
 NOISE_METRICS = ("cpu_busy_s", "app_cpu_s", "client_cpu_s", "other_cpu_s", "wall_s")
 
@@ -37,9 +37,7 @@ def aggregate(repetitions: Sequence[Mapping[str, float]], objective: str) -> Agg
         name: float(statistics.median([rep[name] for rep in repetitions if name in rep])) for name in names
     }
     if objective not in metrics:
-        raise WorkloadError(
-            f"objective metric {objective!r} was not reported (reported: {', '.join(names)})"
-        )
+        raise ObjectiveNotReported(objective, [n for n in names if not n.startswith("_")])
     values = [rep[objective] for rep in repetitions if objective in rep]
     sd = statistics.stdev(values) if len(values) > 1 else None
     return Aggregate(metrics, metrics[objective], sd)
