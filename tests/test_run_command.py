@@ -222,6 +222,9 @@ def test_show_and_experiments_list_the_experiment(tmp_path, space_file):
     assert ostune("run", "--app", "command", "--host", "none", "--space", str(space_file), "--command",
                   QUADRATIC_COMMAND, "--trials", "1", "--experiment", "lab[east]", "--db", f"sqlite:///{db}").returncode == 0
     assert ostune("show", "lab[east]", "--db", f"sqlite:///{db}").stdout.startswith("lab[east]: minimize p99_ms")
+    assert "lab[east]" in ostune("experiments", "--db", f"sqlite:///{db}").stdout
+    compared = ostune("compare", "lab[east]", "quad", "--db", f"sqlite:///{db}")
+    assert compared.returncode == 0 and "lab[east] vs quad" in compared.stdout, compared.stdout + compared.stderr
 
 
 def test_show_never_cuts_a_number_and_fits_a_narrow_terminal(tmp_path, space_file):

@@ -377,6 +377,8 @@ def experiments(db: str) -> None:
     from rich import box
     from rich.table import Table
 
+    from tuner.outcome import make_console
+
     store = open_store(db, create=False)
     summaries = store.summaries()
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
@@ -391,10 +393,10 @@ def experiments(db: str) -> None:
                      min_width=max((len(f"{s.best:.4g}") for s in summaries if s.best is not None), default=1))
     table.add_column("updated", overflow="ellipsis", no_wrap=True)
     for s in summaries:
-        table.add_row(s.name, str(s.target.get("app", "")), str(s.target.get("host", "")), f"{s.succeeded}/{s.trials}",
+        table.add_row(escape(s.name), str(s.target.get("app", "")), str(s.target.get("host", "")), f"{s.succeeded}/{s.trials}",
                       f"{s.direction[:3]} {s.objective}", f"{s.best:.4g}" if s.best is not None else "-",
                       s.updated_at.strftime("%m-%d %H:%M") if s.updated_at else "")
-    Console().print(table)
+    make_console().print(table)
 
 
 def _experiment(store, name: str):  # type: ignore[no-untyped-def]
@@ -625,6 +627,8 @@ def spaces() -> None:
     """List the shipped parameter spaces."""
     from rich.table import Table
 
+    from tuner.outcome import make_console
+
     from spaces.loader import catalog_names, load_space
 
     table = Table()
@@ -633,7 +637,7 @@ def spaces() -> None:
     for name in catalog_names():
         space = load_space(name)
         table.add_row(name, str(len(space)), space.description)
-    Console().print(table)
+    make_console().print(table)
 
 
 from tuner.cli_reports import register as _register_report_commands  # noqa: E402

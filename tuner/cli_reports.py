@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from tuner.errors import BadInputError
@@ -131,11 +130,14 @@ def register(main: click.Group) -> None:
 
 
 def _print_compare(doc: dict[str, Any]) -> None:
+    from rich.markup import escape
+
+    from tuner.outcome import make_console
     from tuner.progress import format_value
 
-    console = Console(highlight=False)
+    console = make_console()  # off a terminal: whole lines, as wide as the tables
     a, b = doc["a"], doc["b"]
-    table = Table(title=f"{a['experiment']} vs {b['experiment']}")
+    table = Table(title=f"{escape(a['experiment'])} vs {escape(b['experiment'])}")
     table.add_column("")
     table.add_column(a["experiment"], justify="right")
     table.add_column(b["experiment"], justify="right")
