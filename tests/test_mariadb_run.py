@@ -266,7 +266,7 @@ def test_external_dsn_leaves_the_server_running_unchanged_and_never_stores_the_p
     assert refused.returncode == 2, refused.stderr
     assert f"tuned the external server mysql://sbtest@127.0.0.1:{endpoint.port}/sbtest" in refused.stderr
     served = _queries_served(endpoint)
-    verified = run_ostune("verify", "ext", "--db", url, "--rounds", "3", "--repetitions", "1", "--no-profiles",
+    verified = run_ostune("verify", "ext", "--db", url, "--rounds", "3", "--repetitions", "1",
                           cwd=tmp_path, env={"OSTUNE_DSN": dsn})
     assert verified.returncode == 0, verified.stderr
     assert _queries_served(endpoint) > served + 100 and app.pids() == pid, verified.stdout
