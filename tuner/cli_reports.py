@@ -74,13 +74,12 @@ def register(main: click.Group) -> None:
 
         store = open_store(db, create=False)
         experiment = _experiment(store, name)
+        space = stored_space(experiment)
         if fmt in ex.TRIAL_FORMATS:
             trials = store.trials(experiment.id)
-            space = stored_space(experiment)
             text = (ex.render_trials_json(experiment, trials, space) if fmt == "json"
                     else ex.render_trials_csv(trials, space))
         else:
-            space = stored_space(experiment)
             trial, reason = _chosen_trial(store, experiment, trial_number)
             summary = (f"ostune {experiment.name} trial {trial.number}: {experiment.objective} = "
                        f"{trial.objective:.4g} ({reason})")

@@ -9,13 +9,13 @@ from storage.store import ExperimentRecord, ResultStore
 
 def _side(store: ResultStore, experiment: ExperimentRecord) -> dict[str, Any]:
     from tuner.budget import improved_beyond_noise
-    from tuner.experiment import best_trial
+    from tuner.experiment import baseline_trial, best_trial
     from tuner.outcome import is_verified
     from tuner.recommend import recommend
 
     trials = store.trials(experiment.id)
     best = best_trial(trials, experiment.maximize)
-    baseline = next((t for t in trials if t.source == "baseline" and t.status == "succeeded"), None)
+    baseline = baseline_trial(trials)
     choice = recommend(store, experiment)
     facts = next((r["host_facts"] for r in reversed(store.runs_for(experiment.id)) if r.get("host_facts")), {})
     improvement = None

@@ -88,6 +88,11 @@ def best_trial(trials: list[TrialRecord], maximize: bool) -> TrialRecord | None:
     return max(done, key=lambda t: t.objective) if maximize else min(done, key=lambda t: t.objective)  # type: ignore[arg-type,return-value]
 
 
+def baseline_trial(trials: list[TrialRecord]) -> TrialRecord | None:
+    """The experiment's succeeded baseline trial (the host's own values), if there is one."""
+    return next((t for t in trials if t.source == "baseline" and t.status == "succeeded"), None)
+
+
 def stored_space(experiment: ExperimentRecord) -> Space:
     """The space an experiment was created with, from the copy stored in the database."""
     from spaces.loader import space_from_document
@@ -223,8 +228,7 @@ class ExperimentRunner:
                 trials = self.store.trials(experiment.id)
                 summary.total_trials = len(trials)
                 summary.best = best_trial(trials, experiment.maximize)
-                summary.baseline = next(
-                    (t for t in trials if t.source == "baseline" and t.status == "succeeded"), None)
+                summary.baseline = baseline_trial(trials)
                 self.reporter.run_finished(summary)
         return summary
 
@@ -321,7 +325,7 @@ class ExperimentRunner:
                 # Nothing has ever reported it: a wrong --objective, not a bad configuration.
                 # Every further trial would fail the same way.
                 raise WrongObjectiveError(f"--objective {exc.objective}: the workload does not report it "
-                                    f"(it reports: {', '.join(exc.reported)})") from None
+                                          f"(it reports: {', '.join(exc.reported)})") from None
             # Restart lazily, after the next trial's apply: a host that failed to boot is only
             # reachable again once that trial reboots it.
             self._app_stale = True
@@ -340,7 +344,8 @@ class ExperimentRunner:
             return []
         from tuner.guards import broken_guards
 
-        baseline = next((t.metrics for t in earlier if t.source == "baseline" and t.status == "succeeded"), None)
+        base = baseline_trial(earlier)
+        baseline = base.metrics if base is not None else None
         if source == "baseline":
             broken = broken_guards([g for g in self.settings.guards if not g.relative], metrics, None)
             for message in broken:

@@ -125,12 +125,12 @@ def summary_doc(store: ResultStore, experiment: ExperimentRecord, *, trials_run:
                 skipped: dict[str, str], explicit_trials: bool = True) -> dict[str, Any]:
     """The --json summary, read back from the database after the run."""
     from tuner.budget import improved_beyond_noise
-    from tuner.experiment import best_trial
+    from tuner.experiment import baseline_trial, best_trial
     from tuner.recommend import recommend
 
     trials = store.trials(experiment.id)
     best = best_trial(trials, experiment.maximize)
-    baseline = next((t for t in trials if t.source == "baseline" and t.status == "succeeded"), None)
+    baseline = baseline_trial(trials)
     improved = improved_beyond_noise(trials, experiment.maximize)
     improvement = None
     if best is not None and baseline is not None and baseline.objective:

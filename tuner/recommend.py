@@ -16,7 +16,7 @@ from typing import Any
 from spaces.model import Space
 from storage.store import ExperimentRecord, ResultStore, TrialRecord
 from tuner import racing
-from tuner.experiment import stored_space
+from tuner.experiment import baseline_trial, stored_space
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class Recommendation:
     #: the model's estimate of the objective there (None without a model)
     estimate: float | None = None
     verification: dict[str, Any] | None = None
+    #: the recommended configuration is the baseline's (the host's own values): nothing to change
+    is_baseline: bool = False
 
     @property
     def measurements(self) -> int:
@@ -77,7 +79,7 @@ def recommend(store: ResultStore, experiment: ExperimentRecord) -> Recommendatio
     first = by_number[best.trials[0]]
     log = all(t.objective > 0 for t in trials if t.status == "succeeded" and t.objective is not None)  # type: ignore[operator]
     estimate = estimate_to_objective(best.estimate, best, experiment.maximize, log)
-    baseline = next((t for t in trials if t.source == "baseline" and t.status == "succeeded"), None)
+    baseline = baseline_trial(trials)
     is_baseline = baseline is not None and racing.config_key(space, baseline.params) == best.key
     result = None if is_baseline else verification_for(store, experiment, space, best.key)
     verified = bool(result and result["established"])
@@ -94,7 +96,7 @@ def recommend(store: ResultStore, experiment: ExperimentRecord) -> Recommendatio
     if best.measurements < racing.MIN_MEASUREMENTS:
         reason += f"; only {best.measurements} measurement(s) of this configuration"
     return Recommendation(first, verified, reason, dict(best.params), tuple(best.trials), best.median,
-                          estimate, result)
+                          estimate, result, is_baseline)
 
 
 def verification_for(store: ResultStore, experiment: ExperimentRecord, space: Space, key: tuple) -> dict[str, Any] | None:

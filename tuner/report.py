@@ -76,7 +76,9 @@ class ReportData:
 
     @property
     def baseline(self) -> TrialRecord | None:
-        return next((t for t in self.trials if t.source == "baseline" and t.status == "succeeded"), None)
+        from tuner.experiment import baseline_trial
+
+        return baseline_trial(self.trials)
 
     @property
     def profiles(self) -> list[TrialRecord]:

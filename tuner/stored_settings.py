@@ -118,13 +118,12 @@ def verify_options(experiment: "ExperimentRecord", *, host_spec: str | None, hos
 
 
 def _same_server(dsn: str | None, stored_dsn: str, experiment: str) -> str:
-    from targets.apps.mariadb import parse_dsn
+    from targets.apps.mariadb import ExternalMySQL
 
     if dsn is None:
         raise BadInputError(f"experiment {experiment!r} tuned the external server {stored_dsn}; give its DSN "
                             "with --dsn or OSTUNE_DSN (its password is never stored)")
-    parts = parse_dsn(dsn)
-    given = f"mysql://{parts['user']}@{parts['host']}:{parts['port']}/{parts['database']}"
+    given = ExternalMySQL(dsn).safe_dsn  # the form the experiment's target stores
     if given != stored_dsn:
         raise BadInputError(f"--dsn {given} is not the server experiment {experiment!r} tuned ({stored_dsn})")
     return dsn

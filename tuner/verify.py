@@ -174,12 +174,13 @@ class VerifyReport:
 def contenders_for(store: ResultStore, experiment: ExperimentRecord, space: Space,
                    *, profiles: bool = True) -> list[Contender]:
     """baseline (the experiment's baseline trial), recommended, and the shipped profiles."""
+    from tuner.experiment import baseline_trial
     from tuner.profiles import profile_configs
-    from tuner.racing import config_key, typed_params
+    from tuner.racing import typed_params
     from tuner.recommend import recommend
 
     trials = store.trials(experiment.id)
-    baseline = next((t for t in trials if t.source == "baseline" and t.status == "succeeded"), None)
+    baseline = baseline_trial(trials)
     if baseline is None:
         raise BadInputError(f"experiment {experiment.name!r} has no succeeded baseline trial to compare with")
     choice = recommend(store, experiment)
@@ -187,9 +188,9 @@ def contenders_for(store: ResultStore, experiment: ExperimentRecord, space: Spac
         raise BadInputError(f"experiment {experiment.name!r} has no succeeded trial yet")
     base = typed_params(space, baseline.params)
     out = [Contender("baseline", base, baseline.number)]
-    recommended = {k: v for k, v in choice.params.items() if k in space}
-    if config_key(space, recommended) != config_key(space, base):
-        out.append(Contender("recommended", recommended, choice.trial.number))
+    if not choice.is_baseline:
+        out.append(Contender("recommended", {k: v for k, v in choice.params.items() if k in space},
+                             choice.trial.number))
     if profiles:
         configs, _notes = profile_configs(space, base)
         for config in configs:

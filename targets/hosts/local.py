@@ -231,20 +231,15 @@ def remove_owned_tree(path: str) -> None:
     """Remove a directory tree; a work dir's owner record goes last, so a removal cut short (a
     kill -9 halfway through a large data directory, a busy mount inside) leaves a directory the
     next command still recognizes and finishes, not an anonymous half."""
-    record = Path(path, WORKDIR_OWNER_FILE)
-    if record.is_file():
-        try:
-            entries = list(os.scandir(path))
-        except OSError:
-            entries = []
-        for entry in entries:
+    if Path(path, WORKDIR_OWNER_FILE).is_file():
+        for entry in os.scandir(path):
             if entry.name == WORKDIR_OWNER_FILE:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 shutil.rmtree(entry.path, ignore_errors=True)
             else:
                 Path(entry.path).unlink(missing_ok=True)
-        if any(e.name != WORKDIR_OWNER_FILE for e in os.scandir(path)):
+        if os.listdir(path) != [WORKDIR_OWNER_FILE]:
             return  # something could not go: keep the record, so it is retried later
     shutil.rmtree(path, ignore_errors=True)
 
