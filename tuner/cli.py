@@ -500,7 +500,7 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
     from tuner.outcome import make_console
     from tuner.progress import ConsoleReporter
     from tuner.stored_settings import verify_options
-    from tuner.verify import MIN_ROUNDS, Verifier, render
+    from tuner.verify import MIN_ROUNDS, NothingToVerify, Verifier, render
 
     if rounds < MIN_ROUNDS:
         raise BadInputError(f"--rounds {rounds}: a confidence interval needs at least {MIN_ROUNDS} rounds")
@@ -518,6 +518,13 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
     with _SignalGuard() as guard:
         try:
             report = verifier.run()
+        except NothingToVerify as nothing:
+            if as_json:
+                click.echo(json.dumps({"verification": None, "schedule": [], "results": [],
+                                       "nothing_to_verify": str(nothing)}))
+            else:
+                out.print(escape(str(nothing)), highlight=False, soft_wrap=True)
+            return
         finally:
             guard.stopping = True
     if verifier.restored:

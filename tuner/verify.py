@@ -171,6 +171,11 @@ class VerifyReport:
     restore_failures: list[str] = field(default_factory=list)
 
 
+class NothingToVerify(Exception):
+    """Not an error: the recommendation is to change nothing and no profile is left to measure.
+    A nightly job that ends here has done its work, so the CLI says so and exits 0."""
+
+
 def contenders_for(store: ResultStore, experiment: ExperimentRecord, space: Space,
                    *, profiles: bool = True) -> list[Contender]:
     """baseline (the experiment's baseline trial), recommended, and the shipped profiles."""
@@ -197,7 +202,7 @@ def contenders_for(store: ResultStore, experiment: ExperimentRecord, space: Spac
             trial = next((t.number for t in trials if t.source == config.label), None)
             out.append(Contender(config.label, config.params, trial))
     if len(out) == 1:
-        raise BadInputError(
+        raise NothingToVerify(
             f"experiment {experiment.name!r}: the best configuration found is its baseline (the host's own "
             "values), so there is nothing to verify" + ("" if profiles else " (--no-profiles leaves out the profiles)"))
     return out
