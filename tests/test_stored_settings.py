@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from storage.store import ExperimentRecord
+from storage.store import ExperimentRecord, ResultStore
 from tests.helpers import QUADRATIC_SPACE, dump_db, ostune, query
 from tuner.errors import BadInputError
 from tuner.factory import TargetOptions
@@ -45,6 +45,42 @@ def test_host_settings_are_reused_only_on_the_experiments_own_host():
     assert reuse_host(stored, {"key_path": "/new"}, same_host=True) == {"key_path": "/new", "connect_timeout_s": 5}
     assert reuse_host(stored, {}, same_host=False) == {}
     assert reuse_host(None, {"key_path": "/k"}, same_host=True) == {"key_path": "/k"}
+
+
+def test_a_resumed_vm_run_keeps_the_machine_it_measured():
+    experiment = _experiment({"app": "redis", "host": "qemu:0123abcd"},
+                             {"workload": {}, "app_settings": {}, "host_settings": {"memory_mb": 2048}})
+    # how long to wait for the guest is not part of what is measured: taken, merged with the stored
+    options = resumed_options(TargetOptions(app="redis", host="qemu", host_settings={"boot_timeout_s": 900}),
+                              experiment)
+    assert options.host_settings == {"memory_mb": 2048, "boot_timeout_s": 900}
+    # another machine is: a guest of another size, or the default vCPU count changed
+    with pytest.raises(BadInputError, match=r"--host-set memory_mb=4096: experiment 'e' was measured with memory_mb=2048"):
+        resumed_options(TargetOptions(app="redis", host="qemu", host_settings={"memory_mb": 4096}), experiment)
+    with pytest.raises(BadInputError, match=r"--host-set vcpus=4: .* measured with the default vcpus"):
+        resumed_options(TargetOptions(app="redis", host="qemu", host_settings={"vcpus": 4}), experiment)
+    # an SSH host's settings only say how to reach it: a new key file replaces the stored one
+    remote = _experiment({"app": "redis", "host": "ssh://root@h:22"},
+                         {"workload": {}, "app_settings": {}, "host_settings": {"key_path": "/old"}})
+    moved = resumed_options(TargetOptions(app="redis", host="ssh://root@h:22", host_settings={"key_path": "/new"}),
+                            remote)
+    assert moved.host_settings == {"key_path": "/new"}
+
+
+def test_a_resumed_vm_run_with_another_machine_is_refused_before_anything_runs(tmp_path):
+    db_file = tmp_path / "vm.db"
+    store = ResultStore.open(f"sqlite:///{db_file}")
+    store.create_experiment(name="vm", space={}, space_hash="h", target={"app": "redis", "host": "qemu:0123abcd"},
+                            objective="p99_ms", direction="minimize", seed=1,
+                            settings={"workload": {}, "app_settings": {}, "host_settings": {"vcpus": 2}})
+    store.close()
+    before = dump_db(db_file)
+    refused = ostune("run", "--experiment", "vm", "--host", "qemu", "--host-set", "vcpus=1", "--trials", "1",
+                     "--db", f"sqlite:///{db_file}")
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert lines[0].startswith("error: --host-set vcpus=1: experiment 'vm' was measured with vcpus=2")
+    assert dump_db(db_file) == before
 
 
 def test_a_resumed_run_of_another_app_is_left_to_the_runs_own_refusal():

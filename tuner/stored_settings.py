@@ -6,8 +6,9 @@ config overrides) are not comparable: one model fitted to both ranks configurati
 by kernel value, and a verification under another set-up re-measures something else. So a resumed
 run or a verification takes the stored settings for whatever it is not given, and a resumed run
 refuses a given workload or application setting that differs from the stored one. Host settings
-(how to reach the host: a key file, a timeout) are reused when the host is the experiment's own,
-and a given one replaces the stored one.
+are reused when the host is the experiment's own; a given one replaces the stored one when it
+only says how to reach the host (a key file, a timeout), and is refused like a workload setting
+when it changes the machine measured (a QEMU guest's memory, vCPUs, accelerator).
 
 Secrets are never stored: a DSN (it may carry a password) is left out; the experiment's target
 keeps its password-free form, and the DSN is given again to reach that server.
@@ -66,6 +67,17 @@ def reuse_host(stored: Mapping[str, Any] | None, given: Mapping[str, Any], *, sa
     return {**stored, **given}
 
 
+def reuse_resumed_host(stored: Mapping[str, Any] | None, given: Mapping[str, Any], *, same_host: bool,
+                       machine_settings: frozenset[str], experiment: str) -> dict[str, Any]:
+    """A resumed run's host settings: as reuse_host, but a setting that changes the machine
+    measured must match the stored one (or its default, when none was stored)."""
+    if stored is not None and same_host:
+        reuse_measured({k: v for k, v in stored.items() if k in machine_settings},
+                       {k: v for k, v in given.items() if k in machine_settings},
+                       what="--host-set", experiment=experiment)
+    return reuse_host(stored, given, same_host=same_host)
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -81,15 +93,25 @@ def resumed_options(options: "TargetOptions", experiment: "ExperimentRecord") ->
     if {"mariadb": "mysql"}.get(options.app, options.app) != target.get("app"):
         return options
     settings = experiment.settings
+    same_host = options.host == host_spec_for(str(target.get("host")))
     return TargetOptions(
         app=options.app, command=options.command, host=options.host,
         workload=reuse_measured(settings.get("workload"), options.workload, what="workload setting",
                                 experiment=experiment.name),
         app_settings=reuse_measured(settings.get("app_settings"), options.app_settings, what="--app-set",
                                     experiment=experiment.name),
-        host_settings=reuse_host(settings.get("host_settings"), options.host_settings,
-                                 same_host=options.host == host_spec_for(str(target.get("host")))),
+        host_settings=reuse_resumed_host(settings.get("host_settings"), options.host_settings, same_host=same_host,
+                                         machine_settings=_machine_settings(options.host),
+                                         experiment=experiment.name),
     )
+
+
+def _machine_settings(host_spec: str) -> frozenset[str]:
+    if host_spec == "qemu":
+        from targets.vm.factory import MACHINE_SETTINGS
+
+        return MACHINE_SETTINGS
+    return frozenset()  # a local, remote or no host: its settings only say how to reach it
 
 
 def verify_options(experiment: "ExperimentRecord", *, host_spec: str | None, host_settings: Mapping[str, Any],

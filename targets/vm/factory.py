@@ -10,6 +10,10 @@ from targets.vm.image import build_image, default_image_cache_dir
 
 log = logging.getLogger("ostune.qemu")
 
+# --host-set keys that change the machine being measured (as opposed to how long to wait for it):
+# trials on a 1 GiB guest and a 4 GiB one, or under TCG and KVM, are not comparable.
+MACHINE_SETTINGS = frozenset({"bootloader", "memory_mb", "vcpus", "accel", "boot_mode", "extra_qemu_args"})
+
 
 def make_qemu_host(
     cache_dir: str | Path | None = None,
