@@ -314,8 +314,11 @@ def test_quiet_and_log_file(tmp_path, space_file):
     result = run_cmd(space_file, db, "--trials", "3", "--quiet", "--log-file", str(log))
     assert result.returncode == 0, result.stderr
     shown = [line for line in result.stdout.splitlines() if line.strip()]
-    assert len(shown) == 1 and "best p99_ms =" in shown[0] and "3 trials this run" in shown[0]
+    # the final summary: the best single measurement, then what ostune recommends
+    assert len(shown) == 2 and "best p99_ms =" in shown[0] and "3 trials this run" in shown[0]
+    assert " recommended: trial " in shown[1] and "measurement(s)" in shown[1]
     logged = log.read_text().splitlines()
+    assert logged[-1].split(" ", 1)[1] == shown[1].split(" ", 1)[1]
     assert all(ISO_LINE.match(line) for line in logged)
     assert sum("trial 3 succeeded" in line for line in logged) == 1 and "\x1b" not in log.read_text()
     bad = run_cmd(space_file, db, "--trials", "1", "--log-file", str(tmp_path / "no" / "dir.log"))

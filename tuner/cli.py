@@ -353,6 +353,9 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     code = doc["exit_code"] if doc is not None and (budgeted or budget.stopped_by == "lock-lost") else 0
     if doc is not None:
         doc["exit_code"] = code
+        if doc["recommendation_line"]:
+            reporter.summary_line(doc["recommendation_line"])
+        del doc["recommendation_line"]
     if as_json and doc is not None:
         click.echo(json.dumps(doc, default=str))
     if code:
@@ -440,11 +443,14 @@ def show(name: str, db: str) -> None:
 @click.argument("name")
 @db_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--minimal", is_flag=True,
+              help="Only the knobs the model says carry the improvement (the rest stay as they are).")
 @handle_errors
-def best(name: str, db: str, as_json: bool) -> None:
+def best(name: str, db: str, as_json: bool, minimal: bool = False) -> None:
     """The recommended configuration, as /etc/sysctl.d lines plus sysfs/debugfs/boot settings."""
     from tuner.experiment import stored_space
-    from tuner.recommend import recommend
+    from tuner.export import minimal_summary, render_sysctl_d
+    from tuner.recommend import minimal_doc, recommend
 
     store = open_store(db, create=False)
     experiment = _experiment(store, name)
@@ -460,14 +466,31 @@ def best(name: str, db: str, as_json: bool) -> None:
             "params": {k: space[k].coerce(v) if k in space else v for k, v in choice.params.items()},
             "objective": choice.objective, "estimate": choice.estimate, "metric": experiment.objective,
             "metrics": trial.metrics, "verified": choice.verified, "reason": choice.reason,
-            "verification": choice.verification,
+            "verification": choice.verification, "minimal": minimal_doc(choice),
         }, default=str))
         return
-    from tuner.export import render_sysctl_d
-
-    click.echo(render_sysctl_d(space, choice.params, header=(
+    if minimal:
+        change = _minimal_or_refuse(experiment.name, choice)
+        click.echo(render_sysctl_d(space, change.changes(), header=minimal_summary(experiment, choice)))
+        return
+    text = render_sysctl_d(space, choice.params, header=(
         f"ostune experiment {experiment.name}, trial {trial.number} ({choice.measurements} measurement(s)): "
-        f"{experiment.objective} median {choice.objective:.4g} ({choice.reason})")))
+        f"{experiment.objective} median {choice.objective:.4g} ({choice.reason})"))
+    if choice.minimal is not None:
+        kept, reverted = choice.minimal.kept, choice.minimal.reverted
+        text += (f"\n# the model attributes the improvement to {len(kept)} of {len(kept) + len(reverted)} changed "
+                 f"knob(s): {', '.join(kept)}; `ostune best {experiment.name} --minimal` prints only "
+                 f"{'it' if len(kept) == 1 else 'those'}, `ostune verify` measures that change too")
+    click.echo(text)
+
+
+def _minimal_or_refuse(name: str, choice):  # type: ignore[no-untyped-def]
+    if choice.minimal is None:
+        why = ("the recommended configuration is the baseline" if choice.is_baseline else
+               "the model attributes the improvement to every changed knob, or has too few trials to say")
+        raise BadInputError(f"--minimal: experiment {name!r} has no smaller change than its recommendation "
+                            f"({why}); leave --minimal out")
+    return choice.minimal
 
 
 def _guards(texts: tuple[str, ...]) -> tuple:

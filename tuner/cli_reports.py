@@ -66,12 +66,20 @@ def register(main: click.Group) -> None:
                   help="File to write (a directory for --format tuned) [default: stdout; tuned: ./ostune-NAME].")
     @click.option("--trial", "trial_number", type=int, default=None,
                   help="Export this trial's configuration instead of the recommended one.")
+    @click.option("--minimal", is_flag=True,
+                  help="Only the knobs the model says carry the recommendation's improvement.")
     @handle_errors
-    def export(name: str, db: str, fmt: str, output: str | None, trial_number: int | None) -> None:
+    def export(name: str, db: str, fmt: str, output: str | None, trial_number: int | None,
+               minimal: bool = False) -> None:
         """Export the recommended configuration (sysctl.d, grub, tuned) or all trials (json, csv)."""
         from tuner import export as ex
+        from tuner.cli import _minimal_or_refuse
         from tuner.experiment import stored_space
+        from tuner.recommend import recommend
 
+        if minimal and (trial_number is not None or fmt in ex.TRIAL_FORMATS):
+            raise BadInputError(f"--minimal goes with the recommended configuration in sysctl.d, grub or tuned "
+                                f"format, not with {'--trial' if trial_number is not None else '--format ' + fmt}")
         store = open_store(db, create=False)
         experiment = _experiment(store, name)
         space = stored_space(experiment)
@@ -80,14 +88,22 @@ def register(main: click.Group) -> None:
             text = (ex.render_trials_json(experiment, trials, space) if fmt == "json"
                     else ex.render_trials_csv(trials, space))
         else:
-            trial, reason = _chosen_trial(store, experiment, trial_number)
-            summary = (f"ostune {experiment.name} trial {trial.number}: {experiment.objective} = "
-                       f"{trial.objective:.4g} ({reason})")
+            if minimal:
+                choice = recommend(store, experiment)
+                if choice is None:
+                    raise BadInputError(f"experiment {experiment.name!r} has no succeeded trial yet")
+                values = _minimal_or_refuse(experiment.name, choice).changes()
+                summary = ex.minimal_summary(experiment, choice)
+            else:
+                trial, reason = _chosen_trial(store, experiment, trial_number)
+                values = trial.params
+                summary = (f"ostune {experiment.name} trial {trial.number}: {experiment.objective} = "
+                           f"{trial.objective:.4g} ({reason})")
             if fmt == "sysctl.d":
-                text = ex.render_sysctl_d(space, trial.params, header=summary) + "\n"
+                text = ex.render_sysctl_d(space, values, header=summary) + "\n"
             elif fmt == "grub":
                 try:
-                    text = ex.render_grub(space, trial.params) + "\n"
+                    text = ex.render_grub(space, values) + "\n"
                 except ValueError as exc:
                     raise BadInputError(str(exc)) from None
             else:
@@ -98,7 +114,7 @@ def register(main: click.Group) -> None:
                     directory.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise BadInputError(f"--output {directory}: {exc.strerror}") from None
-                _write(str(directory / "tuned.conf"), ex.render_tuned(space, trial.params, summary=summary))
+                _write(str(directory / "tuned.conf"), ex.render_tuned(space, values, summary=summary))
                 click.echo(f"wrote tuned profile {directory}/tuned.conf "
                            f"(install: cp -r {directory} /etc/tuned/; tuned-adm profile {directory.name})")
                 return

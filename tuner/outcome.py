@@ -126,7 +126,7 @@ def summary_doc(store: ResultStore, experiment: ExperimentRecord, *, trials_run:
     """The --json summary, read back from the database after the run."""
     from tuner.budget import improved_beyond_noise
     from tuner.experiment import baseline_trial, best_trial
-    from tuner.recommend import recommend
+    from tuner.recommend import minimal_doc, recommend, summary_line
 
     trials = store.trials(experiment.id)
     best = best_trial(trials, experiment.maximize)
@@ -154,6 +154,12 @@ def summary_doc(store: ResultStore, experiment: ExperimentRecord, *, trials_run:
         "improvement": improvement,
         "improved": improved,
         "recommended_trial": recommended,
+        "recommended": ({"trial": recommended, "trials": list(choice.trials), "measurements": choice.measurements,
+                         "objective": choice.objective, "estimate": choice.estimate, "reason": choice.reason,
+                         "is_baseline": choice.is_baseline}
+                        if choice is not None else None),
+        "minimal": minimal_doc(choice) if choice is not None else None,
+        "recommendation_line": summary_line(experiment, choice) if choice is not None else None,
         "verified": verified,
         "verification": ({"id": info.verification_id, "rounds": info.rounds, "created_at": info.created_at,
                           "result": info.result_for(recommended) if recommended is not None else None}

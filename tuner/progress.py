@@ -53,10 +53,14 @@ class ConsoleReporter:
         if self.quiet and not always:
             return
         if self.interactive:
-            self.console.print(text)
+            self.console.print(text, markup=False)
         else:
             stamp = datetime.now().astimezone().isoformat(timespec="seconds")
             self.console.print(f"{stamp} {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def summary_line(self, text: str) -> None:
+        """Part of the final summary: printed even with --quiet."""
+        self._log(text, always=True)
 
     def message(self, text: str) -> None:
         self._log(text)

@@ -17,6 +17,7 @@ from spaces.model import Space
 from storage.store import ExperimentRecord, ResultStore, TrialRecord
 from tuner import racing
 from tuner.experiment import baseline_trial, stored_space
+from tuner.minimal import MinimalChange, minimal_change
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,11 @@ class Recommendation:
     verification: dict[str, Any] | None = None
     #: the recommended configuration is the baseline's (the host's own values): nothing to change
     is_baseline: bool = False
+    #: the model's smallest change keeping the improvement (tuner/minimal.py); None when it is the
+    #: recommended configuration itself, or there is no model or no improvement to attribute
+    minimal: MinimalChange | None = None
+    #: the latest verification's result for the minimal change, if it measured it
+    minimal_verification: dict[str, Any] | None = None
 
     @property
     def measurements(self) -> int:
@@ -43,6 +49,12 @@ class Recommendation:
 
 def choose(space: Space, trials: list[TrialRecord], *, seed: int, maximize: bool) -> racing.Candidate | None:
     """The incumbent of a history: see the module docstring."""
+    return _choose(space, trials, seed=seed, maximize=maximize)[0]
+
+
+def _choose(space: Space, trials: list[TrialRecord], *, seed: int,
+            maximize: bool) -> tuple[racing.Candidate | None, Any]:
+    """The incumbent and the fitted engine (None without enough observations for a model)."""
     from tuner.optimizer import Observation, SkoptOptimizer, model_targets
     from threadpoolctl import threadpool_limits
 
@@ -58,7 +70,7 @@ def choose(space: Space, trials: list[TrialRecord], *, seed: int, maximize: bool
                                                      if "theta" in t.proposal), None))
             engine.tell_many(pairs)
         ranked = racing.rank(space, candidates, engine, maximize=maximize)
-    return racing.incumbent(ranked)
+    return racing.incumbent(ranked), engine
 
 
 def estimate_to_objective(estimate: float | None, candidate: racing.Candidate, maximize: bool,
@@ -72,7 +84,7 @@ def estimate_to_objective(estimate: float | None, candidate: racing.Candidate, m
 def recommend(store: ResultStore, experiment: ExperimentRecord) -> Recommendation | None:
     trials = store.trials(experiment.id)
     space = stored_space(experiment)
-    best = choose(space, trials, seed=experiment.seed, maximize=experiment.maximize)
+    best, engine = _choose(space, trials, seed=experiment.seed, maximize=experiment.maximize)
     if best is None:
         return None
     by_number = {t.number: t for t in trials}
@@ -95,8 +107,20 @@ def recommend(store: ResultStore, experiment: ExperimentRecord) -> Recommendatio
         reason = "improvement not established: run `ostune verify`"
     if best.measurements < racing.MIN_MEASUREMENTS:
         reason += f"; only {best.measurements} measurement(s) of this configuration"
+    minimal = None
+    if not is_baseline and baseline is not None and engine is not None and engine.has_model:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1):
+            minimal = minimal_change(engine.posterior_mean, space, best.params,
+                                     racing.typed_params(space, baseline.params))
+        if minimal is not None and not minimal.reverted:
+            minimal = None  # every changed knob carries part of the improvement
     return Recommendation(first, verified, reason, dict(best.params), tuple(best.trials), best.median,
-                          estimate, result, is_baseline)
+                          estimate, result, is_baseline, minimal,
+                          minimal_verification=(verification_for(store, experiment, space,
+                                                                 racing.config_key(space, minimal.params))
+                                                if minimal is not None else None))
 
 
 def verification_for(store: ResultStore, experiment: ExperimentRecord, space: Space, key: tuple) -> dict[str, Any] | None:
@@ -109,3 +133,30 @@ def verification_for(store: ResultStore, experiment: ExperimentRecord, space: Sp
         if result["metric"] == experiment.objective and racing.config_key(space, result["params"]) == key:
             return result
     return None
+
+
+def minimal_doc(choice: Recommendation) -> dict[str, Any] | None:
+    """The minimal change for --json output: only the kept knobs' values, and how far verified."""
+    change = choice.minimal
+    if change is None:
+        return None
+    result = choice.minimal_verification
+    return {"params": change.changes(), "kept": list(change.kept), "reverted": list(change.reverted),
+            "share_kept": round(change.share_kept, 4), "verified": bool(result and result["established"]),
+            "verification": result}
+
+
+def summary_line(experiment: ExperimentRecord, choice: Recommendation) -> str:
+    """One line for the end of a run: what ostune recommends (not the luckiest single trial) and,
+    when the model puts the improvement on fewer knobs, which ones."""
+    if choice.is_baseline:
+        return "recommended: nothing to change (the baseline, the host's own values, is the best configuration found)"
+    median = f"{choice.objective:.4g}" if choice.objective is not None else "-"
+    line = (f"recommended: trial {choice.trial.number} ({choice.measurements} measurement(s), {experiment.objective} "
+            f"median {median}; {choice.reason})")
+    if choice.minimal is not None:
+        kept, reverted = choice.minimal.kept, choice.minimal.reverted
+        line += (f"; the model attributes the improvement to {', '.join(kept)} ({len(kept)} of "
+                 f"{len(kept) + len(reverted)} changed knobs): `ostune best {experiment.name} --minimal`")
+    return line
+

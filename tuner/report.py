@@ -69,6 +69,9 @@ class ReportData:
     repetitions: dict[int, list[float]]
     recommended: int | None
     verified: bool
+    #: the recommendation's minimal change (tuner/minimal.py) and its verification result, if any
+    minimal: Any = None
+    minimal_verification: dict[str, Any] | None = None
 
     @property
     def succeeded(self) -> list[TrialRecord]:
@@ -99,7 +102,8 @@ def load(store: ResultStore, experiment: ExperimentRecord) -> ReportData:
     recommended = choice.trial.number if choice else None
     data = ReportData(experiment, space, trials, store.runs_for(experiment.id),
                       latest_verification(store, experiment.id), {}, recommended,
-                      bool(choice and choice.verified) or is_verified(store, experiment, recommended))
+                      bool(choice and choice.verified) or is_verified(store, experiment, recommended),
+                      choice.minimal if choice else None, choice.minimal_verification if choice else None)
     for t in data.top():
         data.repetitions[t.number] = store.repetition_values(t.id, experiment.objective)
     return data
@@ -337,6 +341,8 @@ def render(data: ReportData, *, generated: datetime | None = None) -> str:
         parts.append(f"<p class='muted'>Random-forest surrogate of log {_e(exp.objective)} fitted on "
                      f"{len(ok)} succeeded trials; impurity-based importances sum to 1.</p>")
 
+    parts.append(_minimal_html(data))
+
     parts.append(f"<h2>Top configurations</h2>{_top_table(data)}")
     parts.append(f"<h2>Verification</h2>{_verification_html(data)}")
     parts.append(f"<h2>Host</h2>{_host_html(data)}")
@@ -373,6 +379,27 @@ def _top_table(data: ReportData) -> str:
     rows.append("</table><p class='muted'>★ the configuration ostune recommends (`ostune best`). "
                 "sd: standard deviation of the objective over the trial's repetitions.</p>")
     return "".join(rows)
+
+
+def _minimal_html(data: ReportData) -> str:
+    change = data.minimal
+    if change is None:
+        return ""
+    values = ", ".join(f"<code>{_e(name)} = {_e(data.space[name].render(value))}</code>"
+                       for name, value in change.changes().items())
+    result = data.minimal_verification
+    if result is None:
+        status = "a model prediction, not measured yet: <code>ostune verify</code> measures it"
+    elif result["established"]:
+        status = (f"verified: x{result['relative']:.3f} of baseline "
+                  f"(95% CI {result['ci_low']:.3f}–{result['ci_high']:.3f})")
+    else:
+        status = (f"not established: x{result['relative']:.3f} of baseline, "
+                  f"95% CI {result['ci_low']:.3f}–{result['ci_high']:.3f}")
+    return (f"<h2>Minimal change</h2><p>The model attributes {change.share_kept:.0%} of the recommended "
+            f"configuration's predicted improvement to {len(change.kept)} of its "
+            f"{len(change.kept) + len(change.reverted)} changed knobs: {values}. The others "
+            f"({_e(', '.join(change.reverted))}) can keep the host's values ({status}).</p>")
 
 
 def _verification_html(data: ReportData) -> str:

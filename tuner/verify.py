@@ -196,6 +196,9 @@ def contenders_for(store: ResultStore, experiment: ExperimentRecord, space: Spac
     if not choice.is_baseline:
         out.append(Contender("recommended", {k: v for k, v in choice.params.items() if k in space},
                              choice.trial.number))
+    if choice.minimal is not None:
+        # the model's smallest change keeping the improvement: a prediction until measured here
+        out.append(Contender("minimal", {k: v for k, v in choice.minimal.params.items() if k in space}, None))
     if profiles:
         configs, _notes = profile_configs(space, base)
         for config in configs:
