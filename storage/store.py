@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage.database import DEFAULT_DB_URL, open_engine
 from storage.models import (
-    Experiment, JournalEntry, RepetitionMetric, Run, Trial, TrialMetric, TrialParam, utcnow,
+    Experiment, JournalEntry, RepetitionMetric, Run, Trial, TrialMetric, TrialParam, Verification, utcnow,
 )
 from tuner.errors import StorageError
 
@@ -232,11 +232,14 @@ class ResultStore:
             ]
 
     def mark_run_crashed(self, run_id: int) -> int:
-        """The run's process died without cleaning up: close it and abort its running trials.
+        """The run's process died without cleaning up: close it and abort its running trials and
+        verifications (a verification left 'running' would read as in progress forever).
         Returns how many trials were aborted."""
 
         def crash(session: Session) -> int:
             session.execute(update(Run).where(Run.id == run_id).values(status="crashed", ended_at=utcnow()))
+            session.execute(update(Verification).where(Verification.run_id == run_id, Verification.status == "running")
+                            .values(status="aborted"))
             result = session.execute(
                 update(Trial).where(Trial.run_id == run_id, Trial.status == "running")
                 .values(status="aborted", ended_at=utcnow(), error="ostune process died during the trial")

@@ -121,3 +121,39 @@ def test_kill_9_is_repaired_by_the_next_command_and_the_run_resumes(tmp_path, sp
     assert resumed.returncode == 0, resumed.stderr
     assert [n for (n,) in query(db, "select number from trials order by number")] == [1, 2, 3, 4]
     assert snapshot(space) == before
+
+
+def _swappiness_command(delay: float) -> str:
+    # lower swappiness, lower p99: the run's recommendation differs from the host's own values
+    return (f"sleep {delay}; python3 -c \"import json,os; p=json.load(open(os.environ['OSTUNE_PARAMS_FILE'])); "
+            "print(json.dumps({'p99_ms': 1.0 + p['vm.swappiness']}))\"")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_verification_cut_short_restores_the_host_and_is_marked_aborted(tmp_path, space_file, original, sig):
+    space, before = original
+    db = tmp_path / "verify.db"
+    tuned = ostune("run", "--app", "command", "--host", "local", "--space", str(space_file), "--command",
+                   _swappiness_command(1.0), "--trials", "6", "--experiment", "local", "--db", f"sqlite:///{db}",
+                   "--seed", "1", "--repetitions", "1", "--no-warmup", "--no-profiles")
+    assert tuned.returncode == 0, tuned.stderr
+    assert snapshot(space) == before
+    # verify runs the experiment's stored command: each measurement takes a second
+    proc = spawn_ostune("verify", "local", "--db", f"sqlite:///{db}", "--rounds", "3", "--repetitions", "1",
+                        "--no-profiles", "--seed", "1")
+    wait_for(lambda: try_query(db, "select 1 from verifications where status='running'"))
+    wait_for(lambda: snapshot(space) != before, timeout_s=20)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130
+        assert snapshot(space) == before
+    else:
+        assert snapshot(space) != before  # the dead process left the kernel changed
+        listed = ostune("experiments", "--db", f"sqlite:///{db}")
+        assert listed.returncode == 0 and "recovered from an interrupted run" in listed.stderr, listed.stderr
+        assert snapshot(space) == before
+    # no verification reads as still in progress, and none counts as finished
+    assert query(db, "select status from verifications") == [("aborted",)]
+    assert query(db, "select command, status from runs where command = 'verify'") == \
+        [("verify", "interrupted" if sig == signal.SIGTERM else "crashed")]

@@ -46,7 +46,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _stderr().print(f"[red]error:[/red] {escape(str(exc))}", markup=True, soft_wrap=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            _stderr().print("interrupted: the host was restored; the running trial is marked aborted")
+            _stderr().print("interrupted: the host was restored; a running trial or verification is marked aborted")
             sys.exit(EXIT_INTERRUPTED)
         except click.exceptions.Exit:
             raise
