@@ -232,8 +232,16 @@ def test_compare_two_experiments(dbs):
     assert doc["best_ratio"] == pytest.approx(best["quad-b"] / best["quad-a"])
     assert doc["same_space"] is True and doc["comparable"] is True
     assert [p["name"] for p in doc["params"]] == ["x.a", "x.b", "x.c"]
+    # side by side is what `ostune best` recommends (and export deploys), not the luckiest trial
+    for side, name in (("a", "quad-a"), ("b", "quad-b")):
+        best_doc = json.loads(ostune("best", name, "--db", f"sqlite:///{db}", "--json").stdout)
+        assert doc[side]["recommended_trial"] == best_doc["trial"]
+        assert doc[side]["recommended_objective"] == best_doc["objective"]
+        assert {p["name"]: p[side] for p in doc["params"]} == best_doc["params"]
+    assert doc["recommended_ratio"] == pytest.approx(doc["b"]["recommended_objective"] / doc["a"]["recommended_objective"])
     text = ostune("compare", "quad-a", "quad-b", "--db", f"sqlite:///{db}")
     assert text.returncode == 0 and "quad-a vs quad-b" in text.stdout
+    assert "recommended configurations" in text.stdout and "recommended minimize p99_ms (medians)" in text.stdout
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium (setup.sh test installs it)")

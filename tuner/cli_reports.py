@@ -157,19 +157,25 @@ def _print_compare(doc: dict[str, Any]) -> None:
     table.add_column(a["experiment"], justify="right")
     table.add_column(b["experiment"], justify="right")
     rows = [("objective", "objective"), ("trials", "trials"), ("succeeded", "succeeded"),
-            ("baseline", "baseline_objective"), ("best", "best_objective"), ("best trial", "best_trial"),
-            ("best ± sd", "best_sd"), ("change vs baseline", "improvement"), ("verified", "verified"),
+            ("baseline", "baseline_objective"),
+            ("recommended (median)", "recommended_objective"), ("recommended trial", "recommended_trial"),
+            ("measurements", "recommended_measurements"), ("verified", "verified"),
+            ("knobs that matter", "minimal_kept"),
+            ("best single trial", "best_objective"), ("best trial", "best_trial"),
+            ("best ± sd", "best_sd"), ("change vs baseline", "improvement"),
             ("host", "host"), ("kernel", "kernel")]
     for label, key in rows:
         def cell(side: dict[str, Any]) -> str:
             value = side.get(key)
             if key == "improvement" and value is not None:
                 return f"{value:+.1%}"
+            if key == "minimal_kept":  # none: no model yet, or every changed knob counts
+                return escape(", ".join(value)) if value else "-"
             return "-" if value is None else format_value(value)
         table.add_row(label, cell(a), cell(b))
     console.print(table)
     if doc["params"]:
-        params = Table(title="best configurations")
+        params = Table(title="recommended configurations")
         params.add_column("parameter")
         params.add_column(a["experiment"])
         params.add_column(b["experiment"])
@@ -178,6 +184,10 @@ def _print_compare(doc: dict[str, Any]) -> None:
             params.add_row(row["name"], format_value(row["a"]) if row["a"] is not None else "-",
                            format_value(row["b"]) if row["b"] is not None else "-", style=style)
         console.print(params)
+    caveat = "" if doc["comparable"] else " (not comparable: different objective or host)"
+    if doc.get("recommended_ratio") is not None:
+        console.print(f"recommended {a['objective']} (medians): {b['experiment']} / {a['experiment']} = "
+                      f"{doc['recommended_ratio']:.3f}{caveat}", highlight=False)
     if doc.get("best_ratio") is not None:
-        console.print(f"best {a['objective']}: {b['experiment']} / {a['experiment']} = {doc['best_ratio']:.3f}"
-                      + ("" if doc["comparable"] else " (not comparable: different objective or host)"))
+        console.print(f"best single trial {a['objective']}: {b['experiment']} / {a['experiment']} = "
+                      f"{doc['best_ratio']:.3f}{caveat}", highlight=False)

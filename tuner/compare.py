@@ -32,6 +32,12 @@ def _side(store: ResultStore, experiment: ExperimentRecord) -> dict[str, Any]:
         "verified": bool(choice and choice.verified) or is_verified(store, experiment, choice.trial.number if choice else None),
         "host": experiment.target.get("host"), "kernel": facts.get("kernel"),
         "best_params": best.params if best else {},
+        # what `ostune best` recommends and `ostune export` deploys: not the luckiest single trial
+        "recommended_trial": choice.trial.number if choice else None,
+        "recommended_objective": choice.objective if choice else None,
+        "recommended_measurements": choice.measurements if choice else None,
+        "recommended_params": choice.params if choice else {},
+        "minimal_kept": list(choice.minimal.kept) if choice and choice.minimal else None,
     }
 
 
@@ -39,13 +45,16 @@ def compare_experiments(store_a: ResultStore, a: ExperimentRecord, store_b: Resu
                         b: ExperimentRecord) -> dict[str, Any]:
     side_a, side_b = _side(store_a, a), _side(store_b, b)
     names = list(dict.fromkeys([*a.space.get("parameters", {}), *b.space.get("parameters", {})]))
-    params = []
+    params = []  # the recommended configurations, knob by knob
     for name in names:
-        va, vb = side_a["best_params"].get(name), side_b["best_params"].get(name)
+        va, vb = side_a["recommended_params"].get(name), side_b["recommended_params"].get(name)
         params.append({"name": name, "a": va, "b": vb, "differs": va != vb})
-    ratio = None
-    if side_a["best_objective"] and side_b["best_objective"] is not None:
-        ratio = side_b["best_objective"] / side_a["best_objective"]
     comparable = side_a["objective"] == side_b["objective"] and side_a["host"] == side_b["host"]
-    return {"a": side_a, "b": side_b, "params": params, "best_ratio": ratio, "comparable": comparable,
+    return {"a": side_a, "b": side_b, "params": params, "comparable": comparable,
+            "best_ratio": _ratio(side_a["best_objective"], side_b["best_objective"]),
+            "recommended_ratio": _ratio(side_a["recommended_objective"], side_b["recommended_objective"]),
             "same_space": a.space_hash == b.space_hash}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return b / a if a and b is not None else None
