@@ -219,6 +219,10 @@ def test_show_prints_a_sparkline_of_best_so_far(dbs):
     assert len(spark) == len(succeeded) and set(spark) <= set("▁▂▃▄▅▆▇█")
     assert list(spark) == sorted(spark, reverse=True)  # best-so-far of a minimized objective never rises
     assert f"{succeeded[0][0]:.4g} → {min(s[0] for s in succeeded):.4g}" in line
+    # then what ostune recommends, which need not be the luckiest trial the sparkline ends on
+    recommended = json.loads(ostune("best", "quad-a", "--db", f"sqlite:///{db}", "--json").stdout)
+    last = result.stdout.splitlines()[-1]
+    assert last.startswith(f"recommended: trial {recommended['trial']} ({recommended['measurements']} measurement(s)")
 
 
 def test_compare_two_experiments(dbs):

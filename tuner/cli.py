@@ -437,6 +437,11 @@ def show(name: str, db: str) -> None:
     if curve:
         console.print(f"best-so-far {experiment.objective}: {sparkline(curve, experiment.maximize)} "
                       f"{curve[0]:.4g} → {curve[-1]:.4g} over {len(curve)} succeeded trials", highlight=False)
+        from tuner.recommend import recommend, summary_line
+
+        choice = recommend(store, experiment)
+        if choice is not None:
+            console.print(summary_line(experiment, choice), markup=False, highlight=False)
 
 
 @main.command()
