@@ -211,7 +211,7 @@ def test_verify_interleaves_stores_and_establishes_a_real_improvement(tmp_path):
     assert ostune("report", "e", "--db", db, "--output", str(tmp_path / "r.html")).returncode == 0
     html = (tmp_path / "r.html").read_text()
     assert "<h2>Minimal change</h2>" in html and f"<code>x.a = {best['params']['x.a']}</code>" in html
-    assert "(vm.swappiness) can keep the host's values (verified: x0." in html
+    assert "(vm.swappiness) can keep the host's values (verified: p99_ms x0." in html
 
 
 def test_verify_does_not_certify_an_unchanged_configuration(tmp_path):

@@ -28,16 +28,11 @@ def render_sysctl_d(space: Space, values: Mapping[str, object], header: str = ""
 
 def minimal_summary(experiment, choice) -> str:  # type: ignore[no-untyped-def]
     """The header of an exported minimal change: what it is and how far it is established."""
+    from tuner.recommend import verification_status
+
     change = choice.minimal
-    result = choice.minimal_verification
-    if result is None:
-        status = "a model prediction, not measured: run `ostune verify`"
-    elif result["established"]:
-        status = (f"verified: {result['metric']} x{result['relative']:.3f} of baseline "
-                  f"(95% CI {result['ci_low']:.3f}-{result['ci_high']:.3f})")
-    else:
-        status = (f"improvement not established: `ostune verify` measured x{result['relative']:.3f} of baseline, "
-                  f"95% CI {result['ci_low']:.3f}-{result['ci_high']:.3f}")
+    status = verification_status(choice.minimal_verification,
+                                 unmeasured="a model prediction, not measured: run `ostune verify`")
     return (f"ostune experiment {experiment.name}: minimal change, the {len(change.kept)} of "
             f"{len(change.kept) + len(change.reverted)} knobs of trial {choice.trial.number} the model says carry "
             f"{change.share_kept:.0%} of its improvement; every other knob keeps the host's value ({status})")

@@ -97,14 +97,8 @@ def recommend(store: ResultStore, experiment: ExperimentRecord) -> Recommendatio
     verified = bool(result and result["established"])
     if is_baseline:
         reason = "the baseline (the host's own values) is the best configuration found: nothing to change"
-    elif verified:
-        reason = (f"verified: {result['metric']} x{result['relative']:.3f} of baseline "  # type: ignore[index]
-                  f"(95% CI {result['ci_low']:.3f}-{result['ci_high']:.3f})")  # type: ignore[index]
-    elif result is not None:
-        reason = (f"improvement not established: `ostune verify` measured x{result['relative']:.3f} of baseline, "
-                  f"95% CI {result['ci_low']:.3f}-{result['ci_high']:.3f} includes no change")
     else:
-        reason = "improvement not established: run `ostune verify`"
+        reason = verification_status(result)
     if best.measurements < racing.MIN_MEASUREMENTS:
         reason += f"; only {best.measurements} measurement(s) of this configuration"
     minimal = None
@@ -121,6 +115,18 @@ def recommend(store: ResultStore, experiment: ExperimentRecord) -> Recommendatio
                           minimal_verification=(verification_for(store, experiment, space,
                                                                  racing.config_key(space, minimal.params))
                                                 if minimal is not None else None))
+
+
+def verification_status(result: dict[str, Any] | None, *,
+                        unmeasured: str = "improvement not established: run `ostune verify`") -> str:
+    """What the latest verification says of a configuration, in words."""
+    if result is None:
+        return unmeasured
+    interval = f"95% CI {result['ci_low']:.3f}-{result['ci_high']:.3f}"
+    if result["established"]:
+        return f"verified: {result['metric']} x{result['relative']:.3f} of baseline ({interval})"
+    return (f"improvement not established: `ostune verify` measured x{result['relative']:.3f} of baseline, "
+            f"{interval} includes no change")
 
 
 def verification_for(store: ResultStore, experiment: ExperimentRecord, space: Space, key: tuple) -> dict[str, Any] | None:

@@ -387,15 +387,10 @@ def _minimal_html(data: ReportData) -> str:
         return ""
     values = ", ".join(f"<code>{_e(name)} = {_e(data.space[name].render(value))}</code>"
                        for name, value in change.changes().items())
-    result = data.minimal_verification
-    if result is None:
-        status = "a model prediction, not measured yet: <code>ostune verify</code> measures it"
-    elif result["established"]:
-        status = (f"verified: x{result['relative']:.3f} of baseline "
-                  f"(95% CI {result['ci_low']:.3f}–{result['ci_high']:.3f})")
-    else:
-        status = (f"not established: x{result['relative']:.3f} of baseline, "
-                  f"95% CI {result['ci_low']:.3f}–{result['ci_high']:.3f}")
+    from tuner.recommend import verification_status
+
+    status = _e(verification_status(data.minimal_verification,
+                                    unmeasured="a model prediction, not measured yet: `ostune verify` measures it"))
     return (f"<h2>Minimal change</h2><p>The model attributes {change.share_kept:.0%} of the recommended "
             f"configuration's predicted improvement to {len(change.kept)} of its "
             f"{len(change.kept) + len(change.reverted)} changed knobs: {values}. The others "
