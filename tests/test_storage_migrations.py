@@ -87,3 +87,28 @@ def test_a_fresh_database_has_the_models_schema(tmp_path):
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     engine.dispose()
     assert os.path.getsize(tmp_path / "new.db") > 0
+
+
+def test_an_older_databases_verification_of_a_dead_run_is_closed_on_upgrade(tmp_path):
+    url = _database_at(tmp_path / "old.db", "0005")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("insert into experiments (name, space_json, space_hash, target_json, objective, direction, "
+                          "seed, settings_json, created_at, updated_at) values ('e', '{}', 'h', '{}', 'p99_ms', "
+                          "'minimize', 1, '{}', '2026-11-01', '2026-11-01')"))
+        for run_id, status in ((1, "crashed"), (2, "running")):
+            conn.execute(text(
+                "insert into runs (id, experiment_id, command, host_key, pid, machine, boot_id, status, started_at, "
+                "host_facts_json, skipped_json) values (:id, 1, 'verify', 'local:x', 1, 'm', 'b', :status, "
+                "'2026-11-01', '{}', '{}')"), {"id": run_id, "status": status})
+            conn.execute(text("insert into verifications (experiment_id, run_id, created_at, rounds, metric, "
+                              "schedule_json, status) values (1, :run, '2026-11-01', 6, 'p99_ms', '[]', 'running')"),
+                         {"run": run_id})
+    engine.dispose()
+    ResultStore.open(url).close()  # migrates to the newest revision
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("select run_id, status from verifications order by run_id")).all()
+    engine.dispose()
+    # the crashed run's verification is closed; a live run's is left to that run (or to recovery)
+    assert [tuple(r) for r in rows] == [(1, "aborted"), (2, "running")]
