@@ -100,7 +100,11 @@ def test_a_postgres_database_serves_every_command(tmp_path: Path, postgres_url: 
     finally:
         engine.dispose()
     assert [row[0] for row in answers[4]] == ["pgq"]  # improvement over the baseline
-    assert [(row[0], row[1], row[2]) for row in answers[5]] == [("pgq", "recommended", "p99_ms")]
+    # what survived verification: the recommended configuration, and its minimal change when the
+    # model puts the improvement on fewer knobs (both measured by verify)
+    survived = {(row[0], row[1], row[2]) for row in answers[5]}
+    assert ("pgq", "recommended", "p99_ms") in survived
+    assert survived <= {("pgq", "recommended", "p99_ms"), ("pgq", "minimal", "p99_ms")}
     assert params == [("5",)]  # the baseline's x.a, as text in a text column
 
 
