@@ -7,12 +7,22 @@ drew. An operator wants to change only what matters (busy polling burns CPU; a s
 drops connection bursts), and each knob left alone is one less thing to review and roll out.
 
 The model says which knobs matter: its kernel is additive over knobs (tuner/gp_kernel.py), so the
-posterior mean of "recommended, with this knob put back to the baseline's value" is that knob's
-learnt contribution. Backward elimination: put back the knob whose return costs least, as long as
-the predicted objective keeps at least KEEP_SHARE of the predicted improvement over the baseline;
-a configuration that breaks a space relation is never considered. The result is a prediction for
-a configuration that may never have been measured, so `ostune verify` measures it next to the
-recommended one ("minimal") before anyone should trust it more.
+posterior of "recommended, with this knob put back to the baseline's value" gives that knob's
+learnt contribution, with its uncertainty. Backward elimination: put back the knob whose return
+costs least, as long as the model is confident (the cost's mean plus CONFIDENCE_Z standard
+deviations of it) that the result keeps at least KEEP_SHARE of the predicted improvement over the
+baseline; a configuration that breaks a space relation is never considered. The confidence
+matters, but only so far: a GP shrinks a small real effect it has seen little of towards zero,
+and its uncertainty is conditional on the fitted amplitudes, so an underfitted one looks both
+small and certain. On the Redis VM (one knob that matters) it kept exactly that knob. On
+bench/quality.py (seeds 40-49, true values known): on `needle` (2 real knobs, 10 decoys) 4 of 5
+minimal changes kept the recommendation's true value and one dropped a 15% effect; on `writeback`
+3 of 5 were better than the recommendation (they put back knobs it had made worse) and 1 worse;
+on `haltpoll`, full of 4-12% effects, all 4 lost 10-25%. With z = 1 instead of 2, 6 haltpoll runs
+and 2 needle runs lost value that way.
+The result is a prediction for a configuration that may never have been measured, so
+`ostune verify` measures it next to the recommended one ("minimal") before anyone should trust it
+more.
 """
 
 from __future__ import annotations
@@ -28,8 +38,12 @@ from spaces.model import Space, Value
 #: must keep; the 5% given up is far below run-to-run noise (15-30% on Redis p99)
 KEEP_SHARE = 0.95
 
-#: posterior mean at each configuration, in engine units (lower is better)
-Predict = Callable[[Sequence[Mapping[str, Value]]], np.ndarray]
+#: how sure the model must be: a knob goes back only if its cost's mean plus this many standard
+#: deviations stays within what KEEP_SHARE allows
+CONFIDENCE_Z = 2.0
+
+#: the joint posterior at configurations: mean (engine units, lower is better) and covariance
+Posterior = Callable[[Sequence[Mapping[str, Value]]], tuple[np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -53,17 +67,19 @@ def changed_knobs(space: Space, config: Mapping[str, Value], baseline: Mapping[s
             if p.name in config and p.name in baseline and p.coerce(config[p.name]) != p.coerce(baseline[p.name])]
 
 
-def minimal_change(predict: Predict, space: Space, recommended: Mapping[str, Value],
-                   baseline: Mapping[str, Value], *, keep_share: float = KEEP_SHARE) -> MinimalChange | None:
+def minimal_change(posterior: Posterior, space: Space, recommended: Mapping[str, Value],
+                   baseline: Mapping[str, Value], *, keep_share: float = KEEP_SHARE,
+                   z: float = CONFIDENCE_Z) -> MinimalChange | None:
     """None when the model predicts no improvement of the recommended configuration over the
     baseline (then it cannot say which knob carries one)."""
-    current = dict(recommended)
-    changed = changed_knobs(space, current, baseline)
-    best, base = (float(v) for v in predict([current, dict(baseline)]))
-    gain = base - best
+    start = dict(recommended)
+    changed = changed_knobs(space, start, baseline)
+    (best, base), _ = posterior([start, dict(baseline)])
+    gain = float(base - best)
     if not changed or gain <= 0:
         return None
     allowed = (1.0 - keep_share) * gain
+    current = start
     reverted: list[str] = []
     cost = 0.0
     while changed:
@@ -74,16 +90,20 @@ def minimal_change(predict: Predict, space: Space, recommended: Mapping[str, Val
                 options.append((name, candidate))
         if not options:
             break
-        means = predict([c for _, c in options])
-        pick = int(np.argmin(means))
-        if float(means[pick]) - best > allowed:
+        # each option against the recommended configuration itself: the whole cost so far
+        mean, cov = posterior([start, *(c for _, c in options)])
+        costs = mean[1:] - mean[0]
+        sds = np.sqrt(np.maximum(np.diag(cov)[1:] + cov[0, 0] - 2.0 * cov[0, 1:], 0.0))
+        bounds = costs + z * sds
+        pick = int(np.argmin(bounds))
+        if float(bounds[pick]) > allowed:
             break
         name, current = options[pick]
-        cost = float(means[pick]) - best
+        cost = float(costs[pick])
         changed.remove(name)
         reverted.append(name)
     # most important first: what putting each kept knob back alone would cost from here
     if len(changed) > 1:
-        solo = predict([{**current, name: baseline[name]} for name in changed])
+        solo, _ = posterior([{**current, name: baseline[name]} for name in changed])
         changed = [name for _, name in sorted(zip(solo, changed), key=lambda pair: -float(pair[0]))]
     return MinimalChange(current, tuple(changed), tuple(reverted), max(0.0, min(1.0, 1.0 - cost / gain)))

@@ -234,6 +234,16 @@ class SkoptOptimizer:
             raise RuntimeError("no model fitted yet")
         return self._predict([self._point(c) for c in configs])
 
+    def posterior(self, configs: Sequence[Mapping[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """The model's joint posterior at the configurations: mean (engine units, lower is better)
+        and covariance, so differences between them come with their uncertainty."""
+        if self._model is None:
+            raise RuntimeError("no model fitted yet")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            mean, cov = self._model.predict(self._transform([self._point(c) for c in configs]), return_cov=True)
+        return np.asarray(mean, dtype=float), np.asarray(cov, dtype=float)
+
     def ask(self) -> dict[str, Value]:
         if self._model is None:
             if self._opt._n_initial_points > 0 and self._opt._initial_samples is not None:

@@ -106,7 +106,7 @@ def recommend(store: ResultStore, experiment: ExperimentRecord) -> Recommendatio
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=1):
-            minimal = minimal_change(engine.posterior_mean, space, best.params,
+            minimal = minimal_change(engine.posterior, space, best.params,
                                      racing.typed_params(space, baseline.params))
         if minimal is not None and not minimal.reverted:
             minimal = None  # every changed knob carries part of the improvement
@@ -162,7 +162,8 @@ def summary_line(experiment: ExperimentRecord, choice: Recommendation) -> str:
             f"median {median}; {choice.reason})")
     if choice.minimal is not None:
         kept, reverted = choice.minimal.kept, choice.minimal.reverted
-        line += (f"; the model attributes the improvement to {', '.join(kept)} ({len(kept)} of "
-                 f"{len(kept) + len(reverted)} changed knobs): `ostune best {experiment.name} --minimal`")
+        line += (f"; the model attributes most of the improvement to {', '.join(kept)} ({len(kept)} of "
+                 f"{len(kept) + len(reverted)} changed knobs: `ostune best {experiment.name} --minimal`, "
+                 "measured by `ostune verify`)")
     return line
 
