@@ -483,7 +483,7 @@ def best(name: str, db: str, as_json: bool, minimal: bool = False) -> None:
         f"{experiment.objective} median {choice.objective:.4g} ({choice.reason})"))
     if choice.minimal is not None:
         kept, reverted = choice.minimal.kept, choice.minimal.reverted
-        text += (f"\n# the model attributes the improvement to {len(kept)} of {len(kept) + len(reverted)} changed "
+        text += (f"\n# the model attributes most of the improvement to {len(kept)} of {len(kept) + len(reverted)} changed "
                  f"knob(s): {', '.join(kept)}; `ostune best {experiment.name} --minimal` prints only "
                  f"{'it' if len(kept) == 1 else 'those'}, `ostune verify` measures that change too")
     click.echo(text)
@@ -492,7 +492,7 @@ def best(name: str, db: str, as_json: bool, minimal: bool = False) -> None:
 def _minimal_or_refuse(name: str, choice):  # type: ignore[no-untyped-def]
     if choice.minimal is None:
         why = ("the recommended configuration is the baseline" if choice.is_baseline else
-               "the model attributes the improvement to every changed knob, or has too few trials to say")
+               "the model is not confident that any changed knob can go back, or has too few trials to say")
         raise BadInputError(f"--minimal: experiment {name!r} has no smaller change than its recommendation "
                             f"({why}); leave --minimal out")
     return choice.minimal
