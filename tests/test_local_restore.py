@@ -157,3 +157,16 @@ def test_a_verification_cut_short_restores_the_host_and_is_marked_aborted(tmp_pa
     assert query(db, "select status from verifications") == [("aborted",)]
     assert query(db, "select command, status from runs where command = 'verify'") == \
         [("verify", "interrupted" if sig == signal.SIGTERM else "crashed")]
+
+
+def test_a_tried_value_of_a_knob_this_host_lacks_is_named_not_silently_dropped(tmp_path, space_file, original):
+    space, before = original
+    db = tmp_path / "try.db"
+    result = ostune(*run_args(space_file, db, 2), "--try", "kernel.no_such_thing_ostune=1,vm.swappiness=5")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert "--try 1: kernel.no_such_thing_ostune=1 cannot be set on this host" in out, out
+    # the rest of the tried configuration is measured as given
+    assert query(db, "select value_num from trial_param_values v join trials t on t.id = v.trial_id "
+                     "where t.source = 'try' and v.name = 'vm.swappiness'") == [(5.0,)]
+    assert snapshot(space) == before

@@ -187,6 +187,11 @@ class ExperimentRunner:
             summary.skipped = report.skipped
             if report.skipped:
                 self.reporter.skipped(report.skipped)
+                for number, tried in enumerate(self.settings.tries, start=1):
+                    dropped = [f"{name}={tried[name]}" for name in tried if name in report.skipped]
+                    if dropped:
+                        self.reporter.message(f"--try {number}: {', '.join(dropped)} cannot be set on this host "
+                                              "(skipped above); that configuration is measured without it")
             self.workload.prepare(self.host, self._endpoint)
             experiment = existing or self.store.create_experiment(
                 name=self.settings.experiment, space=_space_doc(space), space_hash=space.hash(),
