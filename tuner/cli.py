@@ -521,7 +521,7 @@ def _guards(texts: tuple[str, ...]) -> tuple:
 def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, host_spec: str | None,
            host_settings: tuple[str, ...],
            no_profiles: bool, as_json: bool, dsn: str | None = None) -> None:
-    """Re-measure baseline, recommended and profiles, interleaved, with 95% CIs."""
+    """Re-measure baseline, recommended, its minimal change and profiles, interleaved, with 95% CIs."""
     import random as _random
 
     from tuner.factory import make_app_and_workload, make_host

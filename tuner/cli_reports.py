@@ -132,7 +132,7 @@ def register(main: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     @handle_errors
     def compare(a: str, b: str, db: str, db_b: str | None, as_json: bool) -> None:
-        """Compare two experiments: trials, baseline, best, change, and the best configurations."""
+        """Compare two experiments: trials, baseline, the recommended configurations, the best single trials."""
         from tuner.compare import compare_experiments
 
         store_a = open_store(db, create=False)
