@@ -455,7 +455,7 @@ def best(name: str, db: str, as_json: bool, minimal: bool = False) -> None:
     """The recommended configuration, as /etc/sysctl.d lines plus sysfs/debugfs/boot settings."""
     from tuner.experiment import stored_space
     from tuner.export import minimal_summary, render_sysctl_d
-    from tuner.recommend import minimal_doc, recommend
+    from tuner.recommend import describe_minimal, minimal_doc, recommend
 
     store = open_store(db, create=False)
     experiment = _experiment(store, name)
@@ -482,10 +482,7 @@ def best(name: str, db: str, as_json: bool, minimal: bool = False) -> None:
         f"ostune experiment {experiment.name}, trial {trial.number} ({choice.measurements} measurement(s)): "
         f"{experiment.objective} median {choice.objective:.4g} ({choice.reason})"))
     if choice.minimal is not None:
-        kept, reverted = choice.minimal.kept, choice.minimal.reverted
-        text += (f"\n# the model attributes most of the improvement to {len(kept)} of {len(kept) + len(reverted)} changed "
-                 f"knob(s): {', '.join(kept)}; `ostune best {experiment.name} --minimal` prints only "
-                 f"{'it' if len(kept) == 1 else 'those'}, `ostune verify` measures that change too")
+        text += "\n# " + describe_minimal(choice.minimal, experiment.name)
     click.echo(text)
 
 

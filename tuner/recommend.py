@@ -161,9 +161,18 @@ def summary_line(experiment: ExperimentRecord, choice: Recommendation) -> str:
     line = (f"recommended: trial {choice.trial.number} ({choice.measurements} measurement(s), {experiment.objective} "
             f"median {median}; {choice.reason})")
     if choice.minimal is not None:
-        kept, reverted = choice.minimal.kept, choice.minimal.reverted
-        line += (f"; the model attributes most of the improvement to {', '.join(kept)} ({len(kept)} of "
-                 f"{len(kept) + len(reverted)} changed knobs: `ostune best {experiment.name} --minimal`, "
-                 "measured by `ostune verify`)")
+        line += "; " + describe_minimal(choice.minimal, experiment.name)
     return line
+
+
+def describe_minimal(change: MinimalChange, experiment: str) -> str:
+    """The minimal change in words, naming the shorter of the two lists (kept or put back)."""
+    kept, reverted = change.kept, change.reverted
+    changed = len(kept) + len(reverted)
+    if len(kept) <= len(reverted):
+        what = f"the model attributes most of the improvement to {', '.join(kept)} ({len(kept)} of {changed} changed knobs)"
+    else:
+        what = (f"the model finds no effect of {', '.join(reverted)} ({len(reverted)} of {changed} changed knobs "
+                "can keep the host's values)")
+    return f"{what}: `ostune best {experiment} --minimal` prints the smaller change, `ostune verify` measures it"
 
