@@ -267,6 +267,7 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     from tuner.lock import HostLockGuard, parse_timeout
     from tuner.outcome import file_console, make_console, summary_doc
     from tuner.progress import UNBOUNDED_TRIALS, ConsoleReporter
+    from tuner.recommend import recommend, summary_line
     from tuner.stored_settings import resumed_options, settings_to_store
 
     out = make_console(stderr=as_json)
@@ -344,18 +345,19 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
             guard.stopping = True
             lock.release()
     record = store.get_experiment(summary.experiment)
+    choice = recommend(store, record) if record is not None else None
+    if choice is not None:  # what ostune recommends, after the luckiest single trial
+        reporter.summary_line(summary_line(record, choice))
     doc = summary_doc(store, record, trials_run=summary.trials_run, stop_reason=summary.stop_reason,
                       stopped_by=budget.stopped_by, budget=budget.as_dict(),
                       elapsed_s=budget.clock() - budget.started, run_id=runner.run_id,
-                      skipped=summary.skipped, explicit_trials=explicit_trials) if record is not None else None
+                      skipped=summary.skipped, explicit_trials=explicit_trials,
+                      choice=choice) if record is not None else None
     # Outcome codes (7 nothing improved, 8 budget exhausted) are for budgeted runs; a plain
     # `--trials N` run that ran its trials exits 0 as it always did.
     code = doc["exit_code"] if doc is not None and (budgeted or budget.stopped_by == "lock-lost") else 0
     if doc is not None:
         doc["exit_code"] = code
-        if doc["recommendation_line"]:
-            reporter.summary_line(doc["recommendation_line"])
-        del doc["recommendation_line"]
     if as_json and doc is not None:
         click.echo(json.dumps(doc, default=str))
     if code:

@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from sqlalchemy import select
 
 from storage.models import Verification, VerificationResult
 from storage.store import ExperimentRecord, ResultStore, TrialRecord
+
+if TYPE_CHECKING:
+    from tuner.recommend import Recommendation
 
 EXIT_OK = 0
 EXIT_NOTHING_IMPROVED = 7
@@ -122,11 +125,13 @@ def _trial_doc(t: TrialRecord | None) -> dict[str, Any] | None:
 
 def summary_doc(store: ResultStore, experiment: ExperimentRecord, *, trials_run: int, stop_reason: str,
                 stopped_by: str | None, budget: dict[str, Any], elapsed_s: float, run_id: int | None,
-                skipped: dict[str, str], explicit_trials: bool = True) -> dict[str, Any]:
-    """The --json summary, read back from the database after the run."""
+                skipped: dict[str, str], explicit_trials: bool = True,
+                choice: "Recommendation | None" = None) -> dict[str, Any]:
+    """The --json summary, read back from the database after the run. `choice`: the
+    recommendation, when the caller has it already (it costs a model fit)."""
     from tuner.budget import improved_beyond_noise
     from tuner.experiment import baseline_trial, best_trial
-    from tuner.recommend import minimal_doc, recommend, summary_line
+    from tuner.recommend import minimal_doc, recommend
 
     trials = store.trials(experiment.id)
     best = best_trial(trials, experiment.maximize)
@@ -135,7 +140,8 @@ def summary_doc(store: ResultStore, experiment: ExperimentRecord, *, trials_run:
     improvement = None
     if best is not None and baseline is not None and baseline.objective:
         improvement = (best.objective - baseline.objective) / baseline.objective  # type: ignore[operator]
-    choice = recommend(store, experiment)
+    if choice is None:
+        choice = recommend(store, experiment)
     recommended = choice.trial.number if choice is not None else None
     verified = bool(choice is not None and choice.verified) or is_verified(store, experiment, recommended)
     info = latest_verification(store, experiment.id)
@@ -159,7 +165,6 @@ def summary_doc(store: ResultStore, experiment: ExperimentRecord, *, trials_run:
                          "is_baseline": choice.is_baseline}
                         if choice is not None else None),
         "minimal": minimal_doc(choice) if choice is not None else None,
-        "recommendation_line": summary_line(experiment, choice) if choice is not None else None,
         "verified": verified,
         "verification": ({"id": info.verification_id, "rounds": info.rounds, "created_at": info.created_at,
                           "result": info.result_for(recommended) if recommended is not None else None}
