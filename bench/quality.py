@@ -131,7 +131,7 @@ def run_tool(tool: str, function: str, seed: int, trials: int, workdir: Path) ->
         if choice.minimal is not None:  # what `ostune best --minimal` would deploy
             change = choice.minimal
             minimal = {"regret": objective.TRUE[function](change.params) - objective.optimum(function),
-                       "kept": len(change.kept), "changed": len(change.kept) + len(change.reverted)}
+                       "kept": len(change.kept), "changed": change.changed}
     else:
         best = best_trial(trials_done, maximize=False)
         assert best is not None

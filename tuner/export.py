@@ -34,7 +34,7 @@ def minimal_summary(experiment, choice) -> str:  # type: ignore[no-untyped-def]
     status = verification_status(choice.minimal_verification,
                                  unmeasured="a model prediction, not measured: run `ostune verify`")
     return (f"ostune experiment {experiment.name}: minimal change, the {len(change.kept)} of "
-            f"{len(change.kept) + len(change.reverted)} knobs of trial {choice.trial.number} the model says carry "
+            f"{change.changed} knobs of trial {choice.trial.number} the model says carry "
             f"{change.share_kept:.0%} of its improvement; every other knob keeps the host's value ({status})")
 
 

@@ -58,6 +58,11 @@ class MinimalChange:
     #: the share of the predicted improvement the minimal change keeps (1.0: all of it)
     share_kept: float
 
+    @property
+    def changed(self) -> int:
+        """How many knobs the recommended configuration changed from the baseline."""
+        return len(self.kept) + len(self.reverted)
+
     def changes(self) -> dict[str, Value]:
         """Only the kept knobs: what to write on a host that has the baseline's values."""
         return {name: self.params[name] for name in self.kept}
@@ -71,8 +76,9 @@ def changed_knobs(space: Space, config: Mapping[str, Value], baseline: Mapping[s
 def minimal_change(posterior: Posterior, space: Space, recommended: Mapping[str, Value],
                    baseline: Mapping[str, Value], *, keep_share: float = KEEP_SHARE,
                    z: float = CONFIDENCE_Z) -> MinimalChange | None:
-    """None when the model predicts no improvement of the recommended configuration over the
-    baseline (then it cannot say which knob carries one)."""
+    """None when there is no smaller change: the model predicts no improvement of the
+    recommended configuration over the baseline (then it cannot say which knob carries one), or
+    every changed knob carries part of it."""
     start = dict(recommended)
     changed = changed_knobs(space, start, baseline)
     (best, base), _ = posterior([start, dict(baseline)])
@@ -103,6 +109,8 @@ def minimal_change(posterior: Posterior, space: Space, recommended: Mapping[str,
         cost = float(costs[pick])
         changed.remove(name)
         reverted.append(name)
+    if not reverted:
+        return None
     # most important first: what putting each kept knob back alone would cost from here
     if len(changed) > 1:
         solo, _ = posterior([{**current, name: baseline[name]} for name in changed])

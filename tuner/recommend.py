@@ -47,14 +47,10 @@ class Recommendation:
         return len(self.trials)
 
 
-def choose(space: Space, trials: list[TrialRecord], *, seed: int, maximize: bool) -> racing.Candidate | None:
-    """The incumbent of a history: see the module docstring."""
-    return _choose(space, trials, seed=seed, maximize=maximize)[0]
-
-
-def _choose(space: Space, trials: list[TrialRecord], *, seed: int,
-            maximize: bool) -> tuple[racing.Candidate | None, Any]:
-    """The incumbent and the fitted engine (None without enough observations for a model)."""
+def choose(space: Space, trials: list[TrialRecord], *, seed: int,
+           maximize: bool) -> tuple[racing.Candidate | None, Any]:
+    """The incumbent of a history (see the module docstring) and the engine fitted to it (None
+    without enough observations for a model)."""
     from tuner.optimizer import Observation, SkoptOptimizer, model_targets
     from threadpoolctl import threadpool_limits
 
@@ -82,9 +78,11 @@ def estimate_to_objective(estimate: float | None, candidate: racing.Candidate, m
 
 
 def recommend(store: ResultStore, experiment: ExperimentRecord) -> Recommendation | None:
+    from tuner.verify import latest_results
+
     trials = store.trials(experiment.id)
     space = stored_space(experiment)
-    best, engine = _choose(space, trials, seed=experiment.seed, maximize=experiment.maximize)
+    best, engine = choose(space, trials, seed=experiment.seed, maximize=experiment.maximize)
     if best is None:
         return None
     by_number = {t.number: t for t in trials}
@@ -93,7 +91,8 @@ def recommend(store: ResultStore, experiment: ExperimentRecord) -> Recommendatio
     estimate = estimate_to_objective(best.estimate, best, experiment.maximize, log)
     baseline = baseline_trial(trials)
     is_baseline = baseline is not None and racing.config_key(space, baseline.params) == best.key
-    result = None if is_baseline else verification_for(store, experiment, space, best.key)
+    verified_results = latest_results(store, experiment.id)  # read once: the recommendation and its minimal change
+    result = None if is_baseline else verification_for(verified_results, experiment, space, best.key)
     verified = bool(result and result["established"])
     if is_baseline:
         reason = "the baseline (the host's own values) is the best configuration found: nothing to change"
@@ -108,11 +107,9 @@ def recommend(store: ResultStore, experiment: ExperimentRecord) -> Recommendatio
         with threadpool_limits(limits=1):
             minimal = minimal_change(engine.posterior, space, best.params,
                                      racing.typed_params(space, baseline.params))
-        if minimal is not None and not minimal.reverted:
-            minimal = None  # every changed knob carries part of the improvement
     return Recommendation(first, verified, reason, dict(best.params), tuple(best.trials), best.median,
                           estimate, result, is_baseline, minimal,
-                          minimal_verification=(verification_for(store, experiment, space,
+                          minimal_verification=(verification_for(verified_results, experiment, space,
                                                                  racing.config_key(space, minimal.params))
                                                 if minimal is not None else None))
 
@@ -129,11 +126,11 @@ def verification_status(result: dict[str, Any] | None, *,
             f"{interval} includes no change")
 
 
-def verification_for(store: ResultStore, experiment: ExperimentRecord, space: Space, key: tuple) -> dict[str, Any] | None:
-    """The latest finished verification's result for this configuration (objective metric)."""
-    from tuner.verify import latest_results
-
-    for result in latest_results(store, experiment.id):
+def verification_for(results: list[dict[str, Any]], experiment: ExperimentRecord, space: Space,
+                     key: tuple) -> dict[str, Any] | None:
+    """This configuration's result (objective metric) among the latest finished verification's
+    results (tuner.verify.latest_results)."""
+    for result in results:
         if result["ci_low"] is None:  # the baseline's own row (the reference), or too few rounds
             continue
         if result["metric"] == experiment.objective and racing.config_key(space, result["params"]) == key:
@@ -168,11 +165,11 @@ def summary_line(experiment: ExperimentRecord, choice: Recommendation) -> str:
 def describe_minimal(change: MinimalChange, experiment: str) -> str:
     """The minimal change in words, naming the shorter of the two lists (kept or put back)."""
     kept, reverted = change.kept, change.reverted
-    changed = len(kept) + len(reverted)
     if len(kept) <= len(reverted):
-        what = f"the model attributes most of the improvement to {', '.join(kept)} ({len(kept)} of {changed} changed knobs)"
+        what = (f"the model attributes most of the improvement to {', '.join(kept)} ({len(kept)} of "
+                f"{change.changed} changed knobs)")
     else:
-        what = (f"the model finds no effect of {', '.join(reverted)} ({len(reverted)} of {changed} changed knobs "
+        what = (f"the model finds no effect of {', '.join(reverted)} ({len(reverted)} of {change.changed} changed knobs "
                 "can keep the host's values)")
     return f"{what}: `ostune best {experiment} --minimal` prints the smaller change, `ostune verify` measures it"
 

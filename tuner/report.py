@@ -393,7 +393,7 @@ def _minimal_html(data: ReportData) -> str:
                                     unmeasured="a model prediction, not measured yet: `ostune verify` measures it"))
     return (f"<h2>Minimal change</h2><p>The model attributes {change.share_kept:.0%} of the recommended "
             f"configuration's predicted improvement to {len(change.kept)} of its "
-            f"{len(change.kept) + len(change.reverted)} changed knobs: {values}. The others "
+            f"{change.changed} changed knobs: {values}. The others "
             f"({_e(', '.join(change.reverted))}) can keep the host's values ({status}).</p>")
 
 
