@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -110,21 +111,29 @@ def test_tuned_profile_parses_with_configparser_and_has_the_expected_sections(db
     assert f"trial {trial}" in parser["main"]["summary"]
 
 
-def test_grub_fragment_is_one_line_that_appends_to_the_existing_command_line(dbs):
+def _sourced(fragment: Path) -> str:
+    return subprocess.run(["sh", "-c", f'GRUB_CMDLINE_LINUX="quiet"; . {fragment}; printf %s "$GRUB_CMDLINE_LINUX"'],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_grub_fragment_says_where_it_comes_from_and_appends_to_the_existing_command_line(dbs):
     tmp, db = dbs
     off = _trial_with(db, "mixed", "mitigations", "off")
     frag = tmp / "ostune.cfg"
     result = export(db, "mixed", "grub", "--trial", str(off), "--output", str(frag))
     assert result.returncode == 0, result.stderr
-    text = frag.read_text()
-    assert text.count("\n") == 1 and text.startswith("GRUB_CMDLINE_LINUX=")
-    sourced = subprocess.run(["sh", "-c", f'GRUB_CMDLINE_LINUX="quiet"; . {frag}; printf %s "$GRUB_CMDLINE_LINUX"'],
-                             capture_output=True, text=True, check=True).stdout
-    assert sourced == "quiet mitigations=off"
-    # a boot parameter at its default stays off the command line
+    lines = frag.read_text().splitlines()
+    assert lines[0].startswith(f"# ostune mixed trial {off}:"), lines
+    assert [line for line in lines if not line.startswith("#")] == ['GRUB_CMDLINE_LINUX="${GRUB_CMDLINE_LINUX} mitigations=off"']
+    assert _sourced(frag) == "quiet mitigations=off"
+    # a boot parameter at its default stays off the command line: the line is a no-op and says so
     auto = _trial_with(db, "mixed", "mitigations", "auto")
-    line = export(db, "mixed", "grub", "--trial", str(auto)).stdout
-    assert line == 'GRUB_CMDLINE_LINUX="${GRUB_CMDLINE_LINUX}"\n'
+    frag_auto = tmp / "ostune-auto.cfg"
+    assert export(db, "mixed", "grub", "--trial", str(auto), "--output", str(frag_auto)).returncode == 0
+    lines = frag_auto.read_text().splitlines()
+    assert any("changes no kernel boot parameter" in line for line in lines if line.startswith("#")), lines
+    assert lines[-1] == 'GRUB_CMDLINE_LINUX="${GRUB_CMDLINE_LINUX}"'
+    assert _sourced(frag_auto) == "quiet"
 
 
 def test_trials_export_as_json_and_csv_match_the_database(dbs):

@@ -103,7 +103,7 @@ def register(main: click.Group) -> None:
                 text = ex.render_sysctl_d(space, values, header=summary) + "\n"
             elif fmt == "grub":
                 try:
-                    text = ex.render_grub(space, values) + "\n"
+                    text = ex.render_grub(space, values, header=summary) + "\n"
                 except ValueError as exc:
                     raise BadInputError(str(exc)) from None
             else:

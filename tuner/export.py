@@ -60,14 +60,20 @@ def _boot_tokens_off_default(space: Space, values: Mapping[str, object]) -> list
     return boot_tokens(space, changed)
 
 
-def render_grub(space: Space, values: Mapping[str, object]) -> str:
-    """One line for /etc/default/grub.d/ostune.cfg (Debian/Ubuntu source it after
-    /etc/default/grub), appending the boot parameters to whatever GRUB_CMDLINE_LINUX holds."""
+def render_grub(space: Space, values: Mapping[str, object], header: str = "") -> str:
+    """/etc/default/grub.d/ostune.cfg (Debian/Ubuntu source it after /etc/default/grub): a comment
+    saying where it comes from, then one line appending the boot parameters to whatever
+    GRUB_CMDLINE_LINUX holds. With no boot parameter changed the line is a deliberate no-op and
+    the comment says so, so a pipeline that always installs the fragment keeps working."""
     tokens = _boot_tokens_off_default(space, values)
     for token in tokens:
         if '"' in token or "$" in token or "`" in token or "\\" in token:
             raise ValueError(f"boot token {token!r} cannot be written into a GRUB shell fragment")
-    return f'GRUB_CMDLINE_LINUX="${{GRUB_CMDLINE_LINUX}}{"".join(" " + t for t in tokens)}"'
+    lines = [f"# {header}"] if header else []
+    if not tokens:
+        lines.append("# changes no kernel boot parameter: GRUB_CMDLINE_LINUX stays as it is")
+    lines.append(f'GRUB_CMDLINE_LINUX="${{GRUB_CMDLINE_LINUX}}{"".join(" " + t for t in tokens)}"')
+    return "\n".join(lines)
 
 
 def render_tuned(space: Space, values: Mapping[str, object], *, summary: str, include: str | None = None) -> str:
