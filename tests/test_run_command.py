@@ -54,7 +54,8 @@ def test_views_give_one_row_per_trial_with_metrics_and_long_forms(tmp_path, spac
     long_metrics = query(db, "select metric, value from trial_metrics where trial=1 and metric='p99_ms'")
     assert long_metrics == [("p99_ms", pytest.approx(7.0))]
     params = dict(query(db, "select param, value from trial_params where trial=1"))
-    assert params == {"x.a": 5.0, "x.b": 1.0, "x.c": "p"}
+    assert params == {"x.a": 5, "x.b": 1, "x.c": "p"}
+    assert type(params["x.a"]) is int  # a whole number as written, not the float column's 5.0
     reps = query(db, "select repetition, value from trial_repetitions where trial=1 and metric='p99_ms'")
     assert [r[0] for r in reps] == [1, 2]
     assert query(db, "pragma journal_mode") == [("wal",)]

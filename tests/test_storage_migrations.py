@@ -112,3 +112,29 @@ def test_an_older_databases_verification_of_a_dead_run_is_closed_on_upgrade(tmp_
     engine.dispose()
     # the crashed run's verification is closed; a live run's is left to that run (or to recovery)
     assert [tuple(r) for r in rows] == [(1, "aborted"), (2, "running")]
+
+
+def test_trial_params_shows_whole_numbers_as_written_after_upgrade(tmp_path):
+    url = _database_at(tmp_path / "old.db", "0006")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("insert into experiments (id, name, space_json, space_hash, target_json, objective, "
+                          "direction, seed, settings_json, created_at, updated_at) values (1, 'e', '{}', 'h', '{}', "
+                          "'p99_ms', 'minimize', 1, '{}', '2026-11-01', '2026-11-01')"))
+        conn.execute(text("insert into trials (id, experiment_id, number, status, source, started_at, repetitions, rebooted, "
+                          "proposal_json) values (1, 1, 1, 'succeeded', 'baseline', '2026-11-01', 0, 0, '{}')"))
+        for name, num, txt in (("read_ahead_kb", 8192.0, None), ("ratio", 0.5, None), ("thp", None, "never"),
+                               ("huge", 1e30, None)):
+            conn.execute(text("insert into trial_param_values (trial_id, name, value_num, value_text) "
+                              "values (1, :name, :num, :txt)"), {"name": name, "num": num, "txt": txt})
+        before = dict(conn.execute(text("select param, value from trial_params")).all())
+    engine.dispose()
+    assert repr(before["read_ahead_kb"]) == "8192.0"  # what older versions showed
+    ResultStore.open(url).close()  # migrates to the newest revision
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        after = {row[0]: row[1:] for row in conn.execute(text("select param, value, value_num from trial_params"))}
+    engine.dispose()
+    assert repr(after["read_ahead_kb"]) == "(8192, 8192.0)"  # as sysctl and the space file write it
+    assert after["ratio"] == (0.5, 0.5) and after["thp"] == ("never", None)
+    assert after["huge"] == (1e30, 1e30)  # beyond INTEGER's range: stays the float it is
