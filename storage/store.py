@@ -94,6 +94,7 @@ class ExperimentSummary:
     direction: str
     target: dict[str, Any] = field(default_factory=dict)
     updated_at: datetime | None = None
+    id: int = 0
 
 
 def _param_row(name: str, value: Any) -> TrialParam:
@@ -178,7 +179,7 @@ class ResultStore:
                 )
                 out.append(ExperimentSummary(
                     exp.name, sum(counts.values()), counts.get("succeeded", 0), best,
-                    exp.objective, exp.direction, exp.target_json, exp.updated_at,
+                    exp.objective, exp.direction, exp.target_json, exp.updated_at, exp.id,
                 ))
             return out
 

@@ -200,6 +200,12 @@ def test_verify_interleaves_stores_and_establishes_a_real_improvement(tmp_path):
                                                                        ("e", "recommended", "p99_ms")]
     best = json.loads(ostune("best", "e", "--db", db, "--json").stdout)
     assert best["verified"] is True and "verified" in best["reason"] and best["minimal"]["verified"] is True
+    # the list of experiments says which have a verified recommendation, and by how much
+    listed = [line.split() for line in ostune("experiments", "--db", db).stdout.splitlines()]
+    header = next(row for row in listed if row[0] == "experiment")
+    assert "verified" in header and "trial" in header  # "best trial": the lowest single trial, not the recommendation
+    row = next(row for row in listed if row[0] == "e")
+    assert row[row.index("yes") + 1] == f"x{by_label['recommended'][1]:.3f}", row
     # for deployment: only x.a, marked verified
     lines = ostune("best", "e", "--db", db, "--minimal").stdout.splitlines()
     assert lines[1:] == [f"x.a = {best['params']['x.a']}"] and "verified: p99_ms x0." in lines[0]

@@ -384,8 +384,11 @@ def experiments(db: str) -> None:
 
     from tuner.outcome import make_console
 
+    from tuner.verify import latest_results
+
     store = open_store(db, create=False)
     summaries = store.summaries()
+    verified = {s.name: _verify_cell(latest_results(store, s.id), s.objective) for s in summaries}
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     # The name is what every other command takes and the best value is the point: never cut,
     # whatever the terminal's width (80 columns off a terminal); the other columns give way.
@@ -394,14 +397,27 @@ def experiments(db: str) -> None:
     table.add_column("host", overflow="ellipsis", no_wrap=True)
     table.add_column("ok/trials", no_wrap=True, justify="right", min_width=9)
     table.add_column("objective", overflow="ellipsis", no_wrap=True)
-    table.add_column("best", no_wrap=True, justify="right",
+    # "best trial" is the lowest single noisy trial (cheap to list); what ostune recommends, and
+    # whether `ostune verify` established it, is the verify column and `ostune best`
+    table.add_column("best trial", no_wrap=True, justify="right",
                      min_width=max((len(f"{s.best:.4g}") for s in summaries if s.best is not None), default=1))
+    table.add_column("verified", no_wrap=True, min_width=max((len(v) for v in verified.values()), default=1))
     table.add_column("updated", overflow="ellipsis", no_wrap=True)
     for s in summaries:
         table.add_row(escape(s.name), str(s.target.get("app", "")), str(s.target.get("host", "")), f"{s.succeeded}/{s.trials}",
                       f"{s.direction[:3]} {s.objective}", f"{s.best:.4g}" if s.best is not None else "-",
-                      s.updated_at.strftime("%m-%d %H:%M") if s.updated_at else "")
+                      verified[s.name], s.updated_at.strftime("%m-%d %H:%M") if s.updated_at else "")
     make_console().print(table)
+
+
+def _verify_cell(results: list[dict], objective: str) -> str:
+    """The latest verification of the recommended configuration, in a few characters: its ratio
+    to the baseline and whether the 95% interval excludes no change."""
+    result = next((r for r in results if r["label"] == "recommended" and r["metric"] == objective), None)
+    if result is None or result["relative"] is None:
+        return "-"
+    verdict = "yes" if result["established"] else "no"
+    return f"{verdict} x{result['relative']:.3f}"
 
 
 def _experiment(store, name: str):  # type: ignore[no-untyped-def]
