@@ -111,6 +111,32 @@ def test_a_bad_guard_is_one_line_and_stores_nothing(tmp_path):
     assert not db.exists()
 
 
+def test_a_guard_on_a_metric_the_workload_does_not_report_stops_the_run_keeping_the_baseline(tmp_path):
+    space = tmp_path / "s.yaml"
+    space.write_text(GUARD_SPACE)
+    db = tmp_path / "g.db"
+    env = {"T_LOG": str(tmp_path / "g.log"), "T_FORMULA": GUARD_FORMULA}
+
+    def run_with(*guards, trials=4):
+        return ostune("run", "--app", "command", "--host", "none", "--space", str(space), "--command", COMMAND,
+                      "--trials", str(trials), "--db", f"sqlite:///{db}", "--experiment", "g", "--repetitions", "1",
+                      "--no-profiles", *[arg for g in guards for arg in ("--guard", g)], env=env)
+
+    # Every trial would be infeasible: the run stops after the baseline shows what is reported
+    result = run_with("ops_per_s>=0.9*baseline", "eror==0")
+    assert result.returncode == 2, result.stderr
+    error = result.stderr.strip()
+    assert error.count("\n") == 0 and error.startswith("error: --guard 'eror==0': the workload does not report eror")
+    assert "errors" in error and "ops_per_s" in error  # what it does report, to pick from
+    assert query(db, "select trial, status, source from trial_results") == [(1, "succeeded", "baseline")]
+    # a resumed run with the same mistake measures nothing more
+    assert run_with("eror==0").returncode == 2
+    assert query(db, "select count(*) from trials") == [(1,)]
+    # and with the guard spelt right the experiment goes on from its baseline
+    assert run_with("errors==0", trials=2).returncode == 0
+    assert query(db, "select trial, source from trial_results") == [(1, "baseline"), (2, "optimizer"), (3, "optimizer")]
+
+
 PROFILE_SPACE = """
 parameters:
   vm.swappiness: {kind: sysctl, type: int, range: [0, 100], default: 60}

@@ -89,6 +89,22 @@ def test_a_resumed_run_of_another_app_is_left_to_the_runs_own_refusal():
     assert resumed_options(options, experiment) is options
 
 
+def test_the_command_app_refuses_app_settings_and_ignores_ones_older_versions_stored(tmp_path):
+    space = tmp_path / "s.yaml"
+    space.write_text(QUADRATIC_SPACE)
+    db = tmp_path / "c.db"
+    result = ostune("run", "--app", "command", "--host", "none", "--space", str(space), "--command", "true",
+                    "--db", f"sqlite:///{db}", "--app-set", "port=7000")
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "--app-set port: --app command has no application settings" in result.stderr
+    assert not db.exists()
+    # an experiment stored with them (accepted, and never used, before) stays runnable and verifiable
+    old = _experiment({"app": "command", "host": "none", "command": "true"},
+                      {"workload": {}, "app_settings": {"port": 7000}})
+    assert resumed_options(TargetOptions(app="command", command="true", host="none"), old).app_settings == {}
+    assert verify_options(old, host_spec=None, host_settings={}, dsn=None).app_settings == {}
+
+
 def test_verify_uses_the_stored_set_up_and_its_own_host():
     experiment = _experiment(
         {"app": "redis", "host": "ssh://root@10.0.0.5:22"},

@@ -240,6 +240,7 @@ class ExperimentRunner:
     def _loop(self, experiment: ExperimentRecord, space: Space, report: ProbeReport, summary: RunSummary) -> str:
         for done in range(self.settings.trials):
             trials = self.store.trials(experiment.id)
+            self._refuse_unreported_guard(trials)
             # racing finishes re-measuring the best configuration before the run ends
             budget_left = self.settings.trials_left(trials) if self.settings.trials_left else None
             self._remaining = min(self.settings.trials - done, budget_left if budget_left is not None else 2**31)
@@ -344,6 +345,17 @@ class ExperimentRunner:
         self.reporter.trial_finished(finished, best_trial([*earlier, finished], experiment.maximize))
         return finished
 
+    def _refuse_unreported_guard(self, trials: list[TrialRecord]) -> None:
+        """A guard on a metric the workload does not report would make every trial infeasible:
+        stop before the next trial (a resumed run: before any), keeping what was measured."""
+        from tuner.guards import unreported_guard
+
+        reported = {name for t in trials if t.status in ("succeeded", "infeasible") for name in t.metrics}
+        guard = unreported_guard(self.settings.guards, reported) if reported else None
+        if guard is not None:
+            raise BadInputError(f"--guard '{guard.text}': the workload does not report {guard.metric} "
+                                f"(it reports: {', '.join(sorted(reported))})")
+
     def _broken_guards(self, source: str, metrics: dict[str, float], earlier: list[TrialRecord]) -> list[str]:
         if not self.settings.guards:
             return []
@@ -352,7 +364,9 @@ class ExperimentRunner:
         base = baseline_trial(earlier)
         baseline = base.metrics if base is not None else None
         if source == "baseline":
-            broken = broken_guards([g for g in self.settings.guards if not g.relative], metrics, None)
+            # (a guard on a metric not reported at all is refused before the next trial)
+            broken = broken_guards([g for g in self.settings.guards if not g.relative and g.metric in metrics],
+                                   metrics, None)
             for message in broken:
                 self.reporter.message(f"the baseline itself breaks a guard: {message}")
             return []

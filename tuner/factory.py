@@ -108,6 +108,10 @@ def make_app_and_workload(options: TargetOptions) -> tuple[App, Workload]:
 
         if not options.command:
             raise BadInputError("--app command needs --command 'CMD' (its last stdout line: JSON metrics)")
+        if options.app_settings:  # there is no application for them to configure
+            key = next(iter(options.app_settings))
+            raise BadInputError(f"--app-set {key}: --app command has no application settings "
+                                "(its command gets the parameters; workload settings go with --set)")
         check_settings("--set", "the command workload", options.workload, CommandWorkload.__init__)
         return NoApp(), CommandWorkload(options.command, **options.workload)
     if options.command:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import operator
 import re
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Collection, Mapping, Sequence
 
 from tuner.errors import BadInputError
 
@@ -69,6 +69,12 @@ class Guard:
         if _OPS[self.op](value, limit):
             return None
         return f"guard '{self.text}' broken: {self.metric} = {value:.6g}, limit {limit:.6g}"
+
+
+def unreported_guard(guards: Sequence[Guard], reported: Collection[str]) -> Guard | None:
+    """The first guard on a metric the workload has never reported (`reported`: every metric of
+    the experiment's measured trials), or None. Such a guard would make every trial infeasible."""
+    return next((g for g in guards if g.metric not in reported), None)
 
 
 def parse_guards(texts: Sequence[str]) -> tuple[Guard, ...]:

@@ -98,12 +98,20 @@ def resumed_options(options: "TargetOptions", experiment: "ExperimentRecord") ->
         app=options.app, command=options.command, host=options.host,
         workload=reuse_measured(settings.get("workload"), options.workload, what="workload setting",
                                 experiment=experiment.name),
-        app_settings=reuse_measured(settings.get("app_settings"), options.app_settings, what="--app-set",
+        app_settings=reuse_measured(_stored_app_settings(experiment), options.app_settings, what="--app-set",
                                     experiment=experiment.name),
         host_settings=reuse_resumed_host(settings.get("host_settings"), options.host_settings, same_host=same_host,
                                          machine_settings=_machine_settings(options.host),
                                          experiment=experiment.name),
     )
+
+
+def _stored_app_settings(experiment: "ExperimentRecord") -> dict[str, Any]:
+    # Versions before 2026-11-27 accepted and stored --app-set for --app command, which has no
+    # application to configure and never used them: such an experiment must stay runnable.
+    if experiment.target.get("app") == "command":
+        return {}
+    return dict(experiment.settings.get("app_settings") or {})
 
 
 def _machine_settings(host_spec: str) -> frozenset[str]:
@@ -124,7 +132,7 @@ def verify_options(experiment: "ExperimentRecord", *, host_spec: str | None, hos
     target = experiment.target
     app = {"mysql": "mariadb"}.get(str(target.get("app")), str(target.get("app")))
     own_host = host_spec_for(str(target.get("host")))
-    app_settings = dict(experiment.settings.get("app_settings") or {})
+    app_settings = _stored_app_settings(experiment)
     external = target.get("app") == "mysql" and target.get("managed") is False
     if external:
         app_settings["dsn"] = _same_server(dsn, str(target.get("dsn")), experiment.name)
