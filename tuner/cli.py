@@ -672,22 +672,52 @@ def vm_prune(cache_dir: str | None) -> None:
 
 
 @main.command()
+@click.argument("space_spec", metavar="[SPACE]", required=False)
+@click.option("--host", "host_spec", default=None,
+              help="Also read each parameter's current value on this host (local | ssh://user@host[:port]); reads only.")
+@click.option("--host-set", "host_settings", multiple=True, metavar="KEY=VALUE", help="An ssh host setting, e.g. key_path=…")
 @handle_errors
-def spaces() -> None:
-    """List the shipped parameter spaces."""
+def spaces(space_spec: str | None, host_spec: str | None, host_settings: tuple[str, ...]) -> None:
+    """List the shipped parameter spaces, or one space's parameters (and their values on a host)."""
     from rich.table import Table
 
     from tuner.outcome import make_console
 
     from spaces.loader import catalog_names, load_space
 
-    table = Table()
-    for col in ("space", "parameters", "description"):
-        table.add_column(col)
-    for name in catalog_names():
-        space = load_space(name)
-        table.add_row(name, str(len(space)), space.description)
-    make_console().print(table)
+    if space_spec is None:
+        if host_spec is not None:
+            raise BadInputError("--host goes with a space: `ostune spaces SPACE --host local` (`ostune spaces` lists them)")
+        table = Table()
+        for col in ("space", "parameters", "description"):
+            table.add_column(col)
+        for name in catalog_names():
+            space = load_space(name)
+            table.add_row(name, str(len(space)), space.description)
+        make_console().print(table)
+        return
+    from tuner.cli_reports import space_table
+    from tuner.factory import TargetOptions, make_host
+
+    space = load_space(space_spec)
+    readings = None
+    if host_spec is not None:
+        if host_spec in ("none", "qemu"):
+            raise BadInputError(f"--host {host_spec}: no kernel to read here (local or ssh://…; a qemu guest boots "
+                                "only for a run: its values are in the run's skipped/baseline output)")
+        from tuner.host_state import read_parameters
+
+        with make_host(TargetOptions(host=host_spec,
+                                     host_settings=_parse_settings(host_settings, flag="--host-set"))) as host:
+            host.start()
+            readings = read_parameters(host, space)
+            host_key = host.key
+    console = make_console()
+    console.print(space_table(space, readings, host_key if readings is not None else None))
+    if readings is not None:
+        unavailable = sum(1 for r in readings.values() if not r.available)
+        console.print(f"{len(space) - unavailable} of {len(space)} parameters can be tuned on {host_key}"
+                      + (f"; {unavailable} cannot (reasons above)" if unavailable else ""), markup=False, highlight=False)
 
 
 from tuner.cli_reports import register as _register_report_commands  # noqa: E402

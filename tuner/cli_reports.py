@@ -37,6 +37,49 @@ def _chosen_trial(store, experiment, trial_number: int | None):  # type: ignore[
     return choice.trial, choice.reason
 
 
+def describe_values(param) -> str:  # type: ignore[no-untyped-def]
+    """A parameter's values as the space file gives them: [low, high] (log), a|b|c, or bool."""
+    if param.type in ("int", "float"):
+        low, high = (int(param.low), int(param.high)) if param.type == "int" else (param.low, param.high)
+        return f"[{low}, {high}]" + (" log" if param.log else "")
+    if param.type == "bool":
+        return "bool"
+    return "|".join(str(c) for c in param.choices)
+
+
+def space_table(space, readings=None, host_key: str | None = None) -> Table:  # type: ignore[no-untyped-def]
+    """One row per parameter of a space; with readings (tuner.host_state.read_parameters), the
+    host's current value or why a run would skip the parameter there."""
+    from rich.markup import escape
+
+    title = f"{space.name}: {len(space)} parameters" + (f" ({escape(space.description)})" if space.description else "")
+    table = Table(title=title, title_justify="left")
+    # shipped spaces leave defaults out (the baseline is the host's own value): no empty column
+    with_defaults = any(p.default is not None for p in space.parameters)
+    for column in ("parameter", "kind", "values", *(("default",) if with_defaults else ())):
+        table.add_column(column, overflow="fold")
+    if readings is not None:
+        table.add_column(f"on {escape(str(host_key))}", overflow="fold")
+    for param in space.parameters:
+        flags = "".join(f" ({flag})" for flag, on in (("restart", param.restart), ("optional", param.optional)) if on)
+        row = [escape(param.name), param.kind + flags, escape(describe_values(param))]
+        if with_defaults:
+            row.append("host's" if param.default is None else escape(param.render(param.coerce(param.default))))
+        if readings is not None:
+            reading = readings[param.name]
+            if reading.available:
+                row.append(escape(str(reading.current)))
+            elif "does not exist" in reading.reason and not param.optional:
+                row.append(f"[bold]missing: a run refuses it[/bold] (mark it `optional: true` to skip it): "
+                           f"{escape(reading.reason)}")
+            else:
+                row.append(f"[dim]skipped: {escape(reading.reason)}[/dim]")
+        table.add_row(*row)
+    for relation in space.relations:
+        table.caption = (table.caption + "; " if table.caption else "relations: ") + escape(str(relation))
+    return table
+
+
 def register(main: click.Group) -> None:
     from tuner.cli import _experiment, db_option, handle_errors, open_store
 

@@ -80,6 +80,28 @@ def probe(host: Host, space: Space, *, strict: bool = False, check_writable: Col
     return report
 
 
+def read_parameters(host: Host, space: Space) -> dict[str, Availability]:
+    """What `ostune spaces NAME --host H` shows: every parameter's current value on the host, or
+    why a run would skip it. Reads only (a run's probe also writes placeholder knobs back)."""
+    from spaces.placeholders import expand, names_in
+
+    expansion = expand(space, {})  # {placeholders} are only known once the application runs
+    out = {name: Availability(name, False, f"{space[name].path}: {', '.join('{' + n + '}' for n in names_in(space[name].path))} "
+                                           "is known once the application runs")
+           for name in expansion.skipped}
+    boot_knobs = BootKnobs()
+    for param in expansion.space.parameters:
+        if param.kind != "boot":
+            out[param.name] = family_for(param).probe(host, param)
+        elif not host.supports_boot:
+            out[param.name] = Availability(param.name, False, "boot parameters need a host that can reboot "
+                                                              f"(--host qemu or ssh://…), not {host.key}")
+        else:
+            current = boot_knobs.read(host, param)
+            out[param.name] = Availability(param.name, True, current=None if current is None else param.render(current))
+    return out
+
+
 def _check_writable(host: Host, param: Parameter, availability: Availability) -> Availability:
     assert availability.current is not None
     family = family_for(param)
