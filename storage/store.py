@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from sqlalchemy import Engine, delete, func, select, update
@@ -116,6 +117,14 @@ class ResultStore:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def describe(self) -> str:
+        """The database for messages to other processes: no password, a SQLite path made absolute
+        (sqlite:///ostune.db means a different file in every directory)."""
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            return f"sqlite:///{Path(url.database).resolve()}"
+        return url.render_as_string(hide_password=True)
 
     def _session(self) -> Session:
         return self._sessions()

@@ -170,3 +170,65 @@ def test_a_tried_value_of_a_knob_this_host_lacks_is_named_not_silently_dropped(t
     assert query(db, "select value_num from trial_param_values v join trials t on t.id = v.trial_id "
                      "where t.source = 'try' and v.name = 'vm.swappiness'") == [(5.0,)]
     assert snapshot(space) == before
+
+
+def test_one_process_at_a_time_changes_this_kernel_whatever_its_database(tmp_path, space_file, original):
+    """Two runs from two directories use two ./ostune.db files: the host lock in one database
+    cannot see the other. The kernel lock (an flock in /run/lock) does, for runs and verify."""
+    space, before = original
+    db_a, db_b = tmp_path / "a.db", tmp_path / "b.db"
+    first = spawn_ostune(*run_args(space_file, db_a, 30, 1.0))
+    try:
+        wait_for(lambda: try_query(db_a, "select 1 from trials where number=2 and status='running'"))
+        second = ostune(*run_args(space_file, db_b, 1))
+        assert second.returncode == 6, second.stderr
+        error = second.stderr.strip()
+        assert error.count("\n") == 0 and f"already being tuned by pid {first.pid} (ostune run, database sqlite:///{db_a}" in error
+        assert not db_b.exists()  # refused before anything was stored, let alone written
+        # verify changes the host as a run does: not under a live run either, same database or not
+        verified = ostune("verify", "local", "--db", f"sqlite:///{db_a}", "--rounds", "3")
+        assert verified.returncode == 6 and f"pid {first.pid}" in verified.stderr, verified.stderr
+        # the `none` host changes no kernel value: it does not wait for the lock
+        unkernelled = ostune("run", "--app", "command", "--host", "none", "--space", str(space_file), "--command",
+                             command(0), "--trials", "1", "--db", f"sqlite:///{db_b}")
+        assert unkernelled.returncode == 0, unkernelled.stderr
+    finally:
+        first.terminate()
+        first.wait(timeout=60)
+    assert snapshot(space) == before
+    assert ostune(*run_args(space_file, db_b, 1)).returncode == 0  # free again once the holder is done
+
+
+def test_a_holder_killed_with_the_lock_is_repaired_by_the_next_holder_from_its_own_database(tmp_path, space_file,
+                                                                                              original):
+    from storage.store import ResultStore
+    from tuner.recovery import recover
+
+    space, before = original
+    db_a, db_b = tmp_path / "a.db", tmp_path / "b.db"
+    proc = spawn_ostune(*run_args(space_file, db_a, 30, 1.0))
+    wait_for(lambda: try_query(db_a, "select 1 from trials where number=2 and status='running'"))
+    wait_for(lambda: snapshot(space) != before, timeout_s=10)
+    proc.kill()
+    proc.wait()
+    left = snapshot(space)
+    assert left != before  # left changed; a.db's journal knows the originals, b.db does not
+    # A command on a.db while another process holds the kernel lock leaves the repair for later:
+    # writing under a live run would corrupt its measurements and be undone by its own restore
+    store = ResultStore.open(f"sqlite:///{db_a}")
+    try:
+        report = recover(store, kernel_holder=lambda: "pid 4242 (ostune run, database elsewhere)")
+    finally:
+        store.close()
+    assert list(report.deferred.values()) == ["pid 4242 (ostune run, database elsewhere)"] and not report.restored
+    assert snapshot(space) == left and query(db_a, "select status from runs") == [("running",)]
+    # The next holder of the lock, whatever its database, repairs from a.db's journal before it
+    # reads the host: its baseline is the machine's own values, not the dead run's trial
+    result = ostune(*run_args(space_file, db_b, 1))
+    assert result.returncode == 0, result.stderr
+    assert f"recovered what pid {proc.pid} (ostune run, database sqlite:///{db_a}" in result.stdout
+    baseline = dict(query(db_b, "select param, value from trial_params where trial=1"))
+    assert {name: str(baseline[name]) for name in before if name in baseline} == \
+        {name: text for name, text in before.items() if name in baseline}
+    assert snapshot(space) == before
+    assert query(db_a, "select status from runs") == [("crashed",)]

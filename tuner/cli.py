@@ -109,6 +109,9 @@ def open_store(db: str, *, create: bool = True, console: Console | None = None):
             out.print(f"marked {report.aborted_trials} interrupted trial(s) aborted")
         for line in report.removal_lines():
             out.print(escape(line), highlight=False)
+        for run_id, holder in report.deferred.items():
+            out.print(f"run {run_id} died leaving values changed on this machine; they are put back once {escape(holder)} "
+                      "is done (by the next ostune command)", highlight=False)
         for host_key, count in report.remote_pending.items():
             out.print(f"{count} value(s) on {host_key} still need restoring: run `ostune restore --host {host_key}` "
                       "(a run or verify on that host does it first)")
@@ -264,7 +267,7 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     from tuner.experiment import ExperimentRunner, RunSettings
     from tuner.factory import TargetOptions, make_app_and_workload, make_host
     from tuner.budget import Budget
-    from tuner.lock import HostLockGuard, parse_timeout
+    from tuner.lock import HostLocks, parse_timeout
     from tuner.outcome import file_console, make_console, summary_doc
     from tuner.progress import UNBOUNDED_TRIALS, ConsoleReporter
     from tuner.recommend import recommend, summary_line
@@ -324,8 +327,8 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
                                                                app_settings=options.app_settings,
                                                                host_settings=options.host_settings))
     # One run per host: taken before anything else happens, so a second job exits at once.
-    lock = HostLockGuard(store, host.key, timeout_s=lock_timeout_s, run_id=lambda: runner.run_id,
-                         log=reporter.message)
+    lock = HostLocks(store, host, command="run", timeout_s=lock_timeout_s, run_id=lambda: runner.run_id,
+                     log=reporter.message)
     budget.extra = lock.check
     if budget.describe():
         reporter.message(f"budget: {budget.describe()}")
@@ -540,6 +543,7 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
     import random as _random
 
     from tuner.factory import make_app_and_workload, make_host
+    from tuner.lock import HostLocks
     from tuner.outcome import make_console
     from tuner.progress import ConsoleReporter
     from tuner.stored_settings import verify_options
@@ -558,8 +562,11 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
     verifier = Verifier(store, host, app_obj, workload, experiment, rounds=rounds, repetitions=repetitions,
                         seed=seed if seed is not None else _random.randrange(2**31), reporter=reporter,
                         profiles=not no_profiles)
+    # the host is changed as by a run: not while a run (or another verify) changes it
+    lock = HostLocks(store, host, command="verify", run_id=lambda: verifier.run_id, log=reporter.message)
     with _SignalGuard() as guard:
         try:
+            lock.acquire()
             report = verifier.run()
         except NothingToVerify as nothing:
             if as_json:
@@ -570,6 +577,7 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
             return
         finally:
             guard.stopping = True
+            lock.release()
     if verifier.restored:
         names = ", ".join(line.removeprefix("restored ") for line in verifier.restored)
         out.print(f"restored {len(verifier.restored)} kernel value(s): {escape(names)}", highlight=False)

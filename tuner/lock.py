@@ -171,6 +171,47 @@ class HostLockGuard:
         self.release()
 
 
+class HostLocks:
+    """What a run or verify holds while it may change a host: the host lock in the database and,
+    for this machine, the kernel lock every ostune process shares whatever its database
+    (tuner/kernel_lock.py). The kernel lock is taken first: it costs nothing and never waits."""
+
+    def __init__(self, store: ResultStore, host, *, command: str, timeout_s: float = DEFAULT_TIMEOUT_S,  # type: ignore[no-untyped-def]
+                 run_id: Callable[[], int | None] | None = None, log: Callable[[str], None] | None = None) -> None:
+        from targets.hosts.local import LocalHost
+        from tuner.kernel_lock import KernelLock
+
+        self.store, self.command = store, command
+        self._log = log or (lambda _text: None)
+        # the `none` host runs commands here but changes no kernel value
+        self.kernel = KernelLock() if isinstance(host, LocalHost) and host.applies_kernel_params else None
+        self.host = HostLockGuard(store, host.key, timeout_s=timeout_s, run_id=run_id, log=log)
+
+    def acquire(self) -> "HostLocks":
+        if self.kernel is not None:
+            self.kernel.acquire(command=self.command, database=self.store.describe())
+        try:
+            self.host.acquire()
+            if self.kernel is not None and self.kernel.previous is not None:
+                from tuner.recovery import recover_previous_holder
+
+                recover_previous_holder(self.kernel.previous, self.store, self._log)
+        except BaseException:
+            self.release()
+            raise
+        return self
+
+    def check(self) -> str | None:
+        return self.host.check()
+
+    def release(self) -> None:
+        try:
+            self.host.release()
+        finally:
+            if self.kernel is not None:
+                self.kernel.release()
+
+
 def _held_message(info: LockInfo, now: datetime) -> str:
     age = max(0.0, (now - info.heartbeat_at).total_seconds())
     since = info.acquired_at.strftime("%Y-%m-%d %H:%M:%S UTC")

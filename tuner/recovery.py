@@ -24,13 +24,17 @@ class RecoveryReport:
     remote_pending: dict[str, int] = field(default_factory=dict)
     #: work directories (server data and logs) of dead ostune processes, removed
     removed_workdirs: list[str] = field(default_factory=list)
+    #: dead runs whose values on this machine wait: another ostune process (described) is
+    #: changing its kernel now, and writing under it would corrupt both
+    deferred: dict[int, str] = field(default_factory=dict)
 
     def removal_lines(self) -> list[str]:
         return [f"removed {path}, the work directory of a dead ostune process" for path in self.removed_workdirs]
 
     @property
     def anything(self) -> bool:
-        return bool(self.restored or self.failures or self.crashed_runs or self.remote_pending or self.removed_workdirs)
+        return bool(self.restored or self.failures or self.crashed_runs or self.remote_pending or self.removed_workdirs
+                    or self.deferred)
 
 
 def dead_runs(store: ResultStore) -> list:  # type: ignore[type-arg]
@@ -83,12 +87,26 @@ def recover_before_use(store: ResultStore, host: Host, message: Callable[[str], 
         )
 
 
-def recover(store: ResultStore, local: LocalHost | None = None) -> RecoveryReport:
+def recover(store: ResultStore, local: LocalHost | None = None, *,
+            kernel_holder: Callable[[], str | None] | None = None) -> RecoveryReport:
+    """`kernel_holder`: who else is changing this machine's kernel now (tuner/kernel_lock.py); a
+    dead run with values to put back here waits for it, left as it is for the next command. Had
+    it been restored under a live run, that run would measure the restored values and, finishing,
+    write its own recorded "originals" (the dead run's leftovers) back over them."""
+    from tuner.kernel_lock import KernelLock
+
     report = RecoveryReport()
     local = local or LocalHost()
+    holder: list[str | None] = []  # asked once, and only when there is something to restore here
     for run in dead_runs(store):
         pending = store.pending_journal([run.id])
         local_entries = [e for e in pending if e.host_key == local.key]
+        if local_entries:
+            if not holder:
+                holder.append((kernel_holder or KernelLock().holder)())
+            if holder[0] is not None:
+                report.deferred[run.id] = holder[0]
+                continue
         report.failures += restore_entries(local, store, local_entries, report.restored.append)
         for entry in pending:
             if entry.host_key.startswith("qemu:"):
@@ -100,3 +118,35 @@ def recover(store: ResultStore, local: LocalHost | None = None) -> RecoveryRepor
         report.crashed_runs.append(run.id)
     report.removed_workdirs = local.reap_stale_workdirs()
     return report
+
+
+def recover_previous_holder(previous: dict, own: ResultStore, message: Callable[[str], None]) -> None:
+    """The kernel lock's last holder died holding it (tuner/kernel_lock.py): what it changed on
+    this machine is journalled in its database, which may not be ours (any directory's
+    ./ostune.db). Put that back before this process reads the host's values, or it would take
+    the dead process's trial values for the host's own. A database that cannot be opened from
+    here (a server URL whose password is never written down, a deleted file) is named instead."""
+    from tuner.errors import OstuneError
+    from tuner.kernel_lock import describe
+
+    url = str(previous.get("database") or "")
+    who = describe(previous)
+    store = own if url == own.describe() else None
+    if store is None:
+        try:
+            store = ResultStore.open(url, create=False)
+        except OstuneError as exc:
+            message(f"{who} died while changing this machine's kernel, and its database cannot be opened from "
+                    f"here ({str(exc).splitlines()[0]}): if it left values changed, `ostune restore --db URL` "
+                    "with that database puts them back")
+            return
+    try:
+        report = recover(store, kernel_holder=lambda: None)  # the kernel lock is ours now
+    finally:
+        if store is not own:
+            store.close()
+    for line in report.restored:
+        message(f"recovered what {who} left changed: {line}")
+    if report.failures:
+        raise HostError(f"{who} died leaving values changed on this machine that could not be put back "
+                        f"({report.failures[0]}); a new run would take them for the host's own")

@@ -224,6 +224,8 @@ class Verifier:
         self.experiment = experiment
         self.rounds, self.repetitions, self.seed = rounds, repetitions, seed
         self.reporter, self.profiles, self.warmup, self.strict = reporter, profiles, warmup, strict
+        #: the verification's row in `runs` once it exists (the host lock's heartbeat names it)
+        self.run_id: int | None = None
 
     def run(self) -> VerifyReport:
         from tuner.experiment import ExperimentRunner, RunSettings, RunSummary
@@ -268,7 +270,7 @@ class Verifier:
                 host_facts=self.host.facts().as_dict() if self.host.applies_kernel_params else {},
                 skipped=report.skipped,
             )
-            runner.run_id = run_id
+            runner.run_id = self.run_id = run_id
             state = None
             if self.host.applies_kernel_params:
                 state = runner.state = HostState(self.host, getattr(runner, "host_space", space), self.store,
