@@ -3,6 +3,8 @@ parameter and rule."""
 
 from __future__ import annotations
 
+import math
+import posixpath
 import re
 from importlib import resources
 from pathlib import Path
@@ -66,9 +68,11 @@ def resolve_space_path(spec: str | None) -> Path:
 def load_space(spec: str | None) -> Space:
     path = resolve_space_path(spec)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SpaceError(f"{path}: cannot read: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SpaceError(f"{path}: not UTF-8 text (byte {exc.start}); a space is a YAML file") from None
     return parse_space(text, source=str(path))
 
 
@@ -85,8 +89,10 @@ def parse_space(text: str, source: str = "<space>") -> Space:
     return space_from_document(data, source)
 
 
-def space_from_document(data: Any, source: str = "<space>") -> Space:
-    """A space from its parsed form: a loaded YAML file, or the copy stored with an experiment."""
+def space_from_document(data: Any, source: str = "<space>", *, stored: bool = False) -> Space:
+    """A space from its parsed form: a loaded YAML file, or the copy stored with an experiment
+    (`stored`: it passed the rules of the version that created the experiment; the rules added
+    since, marked NEW_RULE below, are not applied to it, so an old experiment stays readable)."""
     if not isinstance(data, dict) or not isinstance(data.get("parameters"), dict):
         raise SpaceError(f"{source}: expected a top-level 'parameters:' mapping of name -> settings")
     unknown = set(data) - TOP_KEYS
@@ -96,8 +102,11 @@ def space_from_document(data: Any, source: str = "<space>") -> Space:
         )
     if not data["parameters"]:
         raise SpaceError(f"{source}: 'parameters' is empty; declare at least one parameter")
+    for key in ("name", "description"):  # NEW_RULE
+        if not stored and data.get(key) is not None and not isinstance(data[key], (str, int, float)):
+            raise SpaceError(f"{source}: '{key}' must be text, not {type(data[key]).__name__}")
     params = tuple(
-        _parse_parameter(source, str(name), settings) for name, settings in data["parameters"].items()
+        _parse_parameter(source, str(name), settings, stored=stored) for name, settings in data["parameters"].items()
     )
     names = {p.name for p in params}
     relations = []
@@ -112,6 +121,9 @@ def space_from_document(data: Any, source: str = "<space>") -> Space:
         for name in relation.names():
             if next(p for p in params if p.name == name).type not in ("int", "float", "bool"):
                 raise SpaceError(f"{source}: relation '{relation}': {name!r} is not numeric")
+        problem = None if stored else relation_problem(relation, {p.name: p for p in params})  # NEW_RULE
+        if problem:
+            raise SpaceError(f"{source}: relation '{relation}' {problem}")
         relations.append(relation)
     space = Space(params, tuple(relations), str(data.get("name") or Path(source).stem),
                   str(data.get("description") or ""), source)
@@ -123,7 +135,7 @@ def space_from_document(data: Any, source: str = "<space>") -> Space:
     return space
 
 
-def _parse_parameter(source: str, name: str, settings: Any) -> Parameter:
+def _parse_parameter(source: str, name: str, settings: Any, *, stored: bool = False) -> Parameter:
     def fail(rule: str) -> SpaceError:
         return SpaceError(f"{source}: parameter {name!r}: {rule}")
 
@@ -158,6 +170,9 @@ def _parse_parameter(source: str, name: str, settings: Any) -> Parameter:
         if not re.match(r"^[\w.\-]+$", name):
             raise fail("a boot parameter name is a kernel command-line key, e.g. mitigations")
     if kind in ("sysfs", "debugfs"):
+        if not stored and posixpath.normpath(str(path)) != str(path):  # NEW_RULE
+            # /sys/../etc/passwd starts with /sys/ too: only a plain path stays where it says
+            raise fail(f"path {path} is not a plain absolute path (no '..', '.', '//' or trailing '/')")
         problem = path_problem(str(path))  # {name} placeholders, resolved per host at run time
         if problem:
             raise fail(f"path {path}: {problem}")
@@ -168,7 +183,7 @@ def _parse_parameter(source: str, name: str, settings: Any) -> Parameter:
     if ptype in ("int", "float"):
         rng = settings.get("range")
         if not (isinstance(rng, list) and len(rng) == 2 and all(_is_num(v) for v in rng)):
-            raise fail(f"type {ptype} needs 'range: [low, high]' with two numbers")
+            raise fail(f"type {ptype} needs 'range: [low, high]' with two finite numbers")
         low, high = rng
         if ptype == "int" and not all(float(v) == int(v) for v in rng):
             raise fail("type int needs whole-number range bounds")
@@ -184,6 +199,9 @@ def _parse_parameter(source: str, name: str, settings: Any) -> Parameter:
         raw = settings.get("choices")
         if not isinstance(raw, list) or len(raw) < 2:
             raise fail("type categorical needs 'choices: [...]' with at least two values")
+        odd = next((c for c in raw if c is None or not isinstance(c, (str, int, float))), False)
+        if odd is not False and not stored:  # NEW_RULE
+            raise fail(f"choice {odd!r} is not a plain value (text or a number); quote it if it is text")
         if len({str(c) for c in raw}) != len(raw):
             raise fail("choices contain a duplicate")
         choices = tuple(str(c) if not isinstance(c, (int, float)) or isinstance(c, bool) else c for c in raw)
@@ -196,8 +214,13 @@ def _parse_parameter(source: str, name: str, settings: Any) -> Parameter:
             raise fail("type bool takes no range, choices or log")
 
     bool_values = settings.get("bool_values", ["0", "1"])
+    if "bool_values" in settings and ptype != "bool" and not stored:  # NEW_RULE
+        raise fail(f"bool_values is for type bool, not {ptype}")
     if not (isinstance(bool_values, list) and len(bool_values) == 2):
         raise fail("bool_values needs [false_text, true_text]")
+    if not stored and not (all(isinstance(v, (str, int)) for v in bool_values)  # NEW_RULE
+                           and str(bool_values[0]) != str(bool_values[1])):
+        raise fail("bool_values needs [false_text, true_text], two different texts")
 
     param = Parameter(
         name=name, kind=kind, type=ptype,
@@ -221,4 +244,25 @@ def _parse_parameter(source: str, name: str, settings: Any) -> Parameter:
 
 
 def _is_num(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def relation_problem(relation: Relation, params: dict[str, Parameter]) -> str | None:
+    """Why a relation is meaningless on its own, or None: one that no value of its parameters can
+    satisfy would leave the optimizer nothing to propose. (One that always holds is harmless.)"""
+    def bounds(side: str) -> tuple[float, float]:
+        if side not in params:
+            return float(side), float(side)
+        param = params[side]
+        return (0.0, 1.0) if param.type == "bool" else (float(param.low), float(param.high))  # type: ignore[arg-type]
+
+    if relation.left == relation.right:
+        return "compares a side with itself"
+    if not relation.names():
+        return "names no parameter"
+    (left_low, left_high), (right_low, right_high) = bounds(relation.left), bounds(relation.right)
+    satisfiable = {"<": left_low < right_high, "<=": left_low <= right_high, ">": left_high > right_low,
+                   ">=": left_high >= right_low, "!=": not (left_low == left_high == right_low == right_high)}
+    if not satisfiable[relation.op]:
+        return "cannot hold for any value in the parameters' ranges"
+    return None

@@ -52,6 +52,21 @@ def test_hash_survives_a_round_trip_through_the_database_form():
     ("parameters: [1, 2]", "expected a top-level 'parameters:' mapping"),
     ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10]\n", "not valid YAML"),
     ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10]}\nrelations: [vm.x < vm.y]", "names unknown parameter 'vm.y'"),
+    # a path under /sys/ only as text: `..` leaves it
+    ("parameters:\n  t: {kind: sysfs, type: int, range: [0, 1], path: /sys/../etc/passwd}", "path /sys/../etc/passwd is not a plain absolute path"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: float, range: [0, .nan]}", "with two finite numbers"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: float, range: [0, .inf]}", "with two finite numbers"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: categorical, choices: [[1], 2]}", "choice [1] is not a plain value"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: categorical, choices: [~, a]}", "choice None is not a plain value"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10], bool_values: [N, Y]}", "bool_values is for type bool, not int"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: bool, bool_values: [Y, Y]}", "two different texts"),
+    ("name: [1]\nparameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10]}", "'name' must be text, not list"),
+    # relations that leave the optimizer nothing to propose, or constrain nothing
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10]}\nrelations: [vm.x < vm.x]", "compares a side with itself"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10]}\nrelations: [vm.x > 20]", "cannot hold for any value"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10]}\n  vm.y: {kind: sysctl, type: int, range: [20, 30]}\n"
+     "relations: [vm.y <= vm.x]", "relation 'vm.y <= vm.x' cannot hold for any value"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10]}\nrelations: ['1 < 2']", "names no parameter"),
 ])
 def test_each_rule_gives_one_line_naming_file_parameter_and_rule(text, fragment):
     with pytest.raises(SpaceError) as info:
@@ -91,3 +106,25 @@ def test_numeric_choices_read_back_from_the_database_are_the_choices_themselves(
             assert param.coerce(str(choice)) == choice
     text = next(p for p in space.parameters if p.type == "categorical" and p not in numeric)
     assert text.coerce(2.0) == "2.0"  # no number among the choices: the value is kept as text
+
+
+def test_a_space_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfeparameters: {}")
+    with pytest.raises(SpaceError, match=r"binary.yaml: not UTF-8 text \(byte 0\)"):
+        load_space(str(path))
+
+
+def test_a_stored_space_is_read_under_the_rules_of_its_day():
+    """Rules added later (a plain path, bool_values only for bools, ...) refuse new files, but an
+    experiment created before them stays readable: its stored space is not re-judged by them."""
+    from spaces.loader import space_from_document
+
+    document = {"name": "old", "parameters": {
+        "t": {"kind": "sysfs", "type": "int", "range": [0, 1], "path": "/sys/kernel/mm//x", "bool_values": ["N", "Y"]},
+        "vm.x": {"kind": "sysctl", "type": "int", "range": [0, 10]}},
+        "relations": ["vm.x >= 0"]}
+    with pytest.raises(SpaceError):
+        space_from_document(document, "new.yaml")
+    space = space_from_document(document, "experiment old", stored=True)
+    assert space["t"].path == "/sys/kernel/mm//x" and [str(r) for r in space.relations] == ["vm.x >= 0"]

@@ -97,7 +97,7 @@ def stored_space(experiment: ExperimentRecord) -> Space:
     """The space an experiment was created with, from the copy stored in the database."""
     from spaces.loader import space_from_document
 
-    return space_from_document(experiment.space, source=f"experiment {experiment.name}")
+    return space_from_document(experiment.space, source=f"experiment {experiment.name}", stored=True)
 
 
 def resolve_experiment(
