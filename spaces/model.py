@@ -253,13 +253,15 @@ def parse_assignment(space: Space, text: str) -> dict[str, Value]:
         name = name.strip()
         if not sep:
             raise ValueError(f"{part!r} is not name=value")
+        if name in values:
+            raise ValueError(f"{name!r} is given twice")
         if name not in space:
             raise ValueError(f"{name!r} is not a parameter of the space (parameters: {', '.join(space.names)})")
         param = space[name]
         try:
             value = param.coerce(raw.strip())
         except ValueError:
-            raise ValueError(f"{name}={raw.strip()!r} is not a {param.type}") from None
+            raise ValueError(f"{name}={raw.strip()!r} is not a valid {param.type}") from None
         if not param.contains(value):
             allowed = (f"[{param.low}, {param.high}]" if param.type in ("int", "float")
                        else f"one of {list(param.choices) or [False, True]}")

@@ -284,3 +284,20 @@ def test_an_objective_the_workload_never_reports_stops_the_run_in_one_line(tmp_p
                    QUADRATIC_COMMAND, "--trials", "1", "--experiment", "typo", "--db", f"sqlite:///{db}",
                    "--repetitions", "1", "--no-warmup")
     assert right.returncode == 0, right.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--try", "x.q=1"), "--try 'x.q=1': 'x.q' is not a parameter of the space"),
+    (("--try", "x.a=1,x.a=2"), "--try 'x.a=1,x.a=2': 'x.a' is given twice"),
+    (("--experiment", "nightly\nrun"), "--experiment 'nightly\\nrun': a name is up to 200 printable characters on one line"),
+    (("--experiment", " nightly"), "--experiment ' nightly': a name is up to 200 printable characters"),
+    (("--experiment", "  "), "--experiment: give a name"),
+    (("--app-set", "port=7000"), "--app-set port: --app command has no application settings"),
+])
+def test_bad_input_on_a_first_run_is_one_line_and_leaves_no_database(tmp_path, space_file, extra, message):
+    db = tmp_path / "new.db"
+    result = ostune("run", "--app", "command", "--host", "none", "--space", str(space_file), "--command",
+                    QUADRATIC_COMMAND, "--trials", "1", "--db", f"sqlite:///{db}", *extra)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith(f"error: {message}"), result.stderr
+    assert not list(tmp_path.glob("new.db*"))

@@ -39,3 +39,21 @@ def test_bad_settings_are_named(settings, message) -> None:
     with pytest.raises(BadInputError) as caught:
         check_settings("--x-set", "the target", settings, target)
     assert str(caught.value).startswith(message), str(caught.value)
+
+
+@pytest.mark.parametrize("config, message", [
+    ("nothere", "redis config='nothere' is not a mapping of directives, e.g. --app-set 'config={maxmemory: 1gb}'"),
+    ({"save": [1, 2]}, "redis config save: give a plain value"),
+    ({"maxmemory": None}, "redis config maxmemory: give a plain value"),
+    ({"Port": 7000}, "redis config may not set Port: ostune manages them"),
+])
+def test_an_apps_config_setting_is_a_mapping_of_plain_directives(config, message) -> None:
+    from targets.apps.mariadb import MariaDBApp
+    from targets.apps.redis import RedisApp
+
+    with pytest.raises(BadInputError) as caught:
+        RedisApp(config=config)
+    assert str(caught.value).startswith(message), str(caught.value)
+    with pytest.raises(BadInputError, match="^mariadb config"):
+        MariaDBApp(config=config)
+    assert RedisApp(config={"maxmemory": "1gb", "appendonly": True}).config == {"maxmemory": "1gb", "appendonly": True}

@@ -128,3 +128,22 @@ def test_a_stored_space_is_read_under_the_rules_of_its_day():
         space_from_document(document, "new.yaml")
     space = space_from_document(document, "experiment old", stored=True)
     assert space["t"].path == "/sys/kernel/mm//x" and [str(r) for r in space.relations] == ["vm.x >= 0"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("vm.swappiness", "'vm.swappiness' is not name=value"),
+    ("vm.nope=1", "'vm.nope' is not a parameter of the space (parameters: vm.swappiness, thp, "),
+    ("vm.swappiness=abc", "vm.swappiness='abc' is not a valid int"),
+    ("vm.swappiness=500", "vm.swappiness='500' is outside [0, 100]"),
+    ("thp=sometimes", "thp='sometimes' is outside one of ['always', 'madvise', 'never']"),
+    ("vm.swappiness=5,vm.swappiness=6", "'vm.swappiness' is given twice"),
+    (",", "',' names no parameter"),
+])
+def test_a_configuration_to_try_is_checked_against_the_space(text, message):
+    from spaces.model import parse_assignment
+
+    space = parse_space(VALID, source="s.yaml")
+    assert parse_assignment(space, "vm.swappiness=5, thp=never") == {"vm.swappiness": 5, "thp": "never"}
+    with pytest.raises(ValueError) as caught:
+        parse_assignment(space, text)
+    assert str(caught.value).startswith(message), str(caught.value)

@@ -140,6 +140,24 @@ def _tries(texts: tuple[str, ...], space, store, name: str) -> tuple[dict, ...]:
     return tuple(parsed)
 
 
+def _discard_new_database(store, new_file: Path | None) -> None:  # type: ignore[no-untyped-def]
+    """Bad input on a first run: a SQLite file this command created and stored no experiment in
+    is removed, not left behind empty."""
+    if new_file is not None and not store.experiment_names():
+        store.close()
+        for suffix in ("", "-wal", "-shm"):
+            new_file.with_name(new_file.name + suffix).unlink(missing_ok=True)
+
+
+def _check_new_experiment_name(name: str) -> None:
+    """A name is what every other command takes and what tables and SQL show: printable text on
+    one line, without spaces at either end. (Checked for new experiments only: one an older
+    version stored keeps working.)"""
+    if name != name.strip() or any(not ch.isprintable() for ch in name) or len(name) > 200:
+        raise BadInputError(f"--experiment {name!r}: a name is up to 200 printable characters on one line, "
+                            "without spaces at either end")
+
+
 def _new_sqlite_file(db: str) -> Path | None:
     """The SQLite file a URL names, if it does not exist yet."""
     from sqlalchemy.engine import make_url
@@ -217,7 +235,7 @@ def _app_settings(app: str, pairs: tuple[str, ...], dsn: str | None) -> dict[str
               help="Trials to run now [default: 10; with a budget option: until the budget ends].")
 @click.option("--experiment", "experiment_name", default=None, help="Experiment name (default: APP-SPACE).")
 @db_option
-@click.option("--seed", default=None, type=int, help="Optimizer seed (stored; default random).")
+@click.option("--seed", default=None, type=click.IntRange(0, 2**32 - 1), help="Optimizer seed (stored; default random).")
 @click.option("--objective", default="p99_ms", show_default=True, help="Metric to optimize.")
 @click.option("--maximize", is_flag=True, help="Maximize the objective instead of minimizing it.")
 @click.option("--repetitions", default=5, show_default=True, type=click.IntRange(min=1),
@@ -296,36 +314,44 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
                             app_settings=_app_settings(app, app_settings, dsn),
                             host_settings=_parse_settings(host_settings, flag="--host-set"))
     app_obj, workload = make_app_and_workload(options)
+    if experiment_name is not None and not experiment_name.strip():
+        raise BadInputError("--experiment: give a name (e.g. redis-nightly)")
     name = experiment_name or f"{app}-{space.name if space else 'space'}"
     new_file = _new_sqlite_file(db)
     store = open_store(db, console=out)
-    existing = store.get_experiment(name)
-    if existing is not None:  # measured under its stored set-up, whatever this command line leaves out
-        options = resumed_options(options, existing)
-        app_obj, workload = make_app_and_workload(options)
-    elif space is None:
-        if app == "command":
-            raise BadInputError(f"experiment {name!r} does not exist; give --space to create it")
-        space = load_space(default_space)
-    parsed_tries = _tries(tries, space, store, name)
-    host = make_host(options)
-    target = {"app": "mysql" if app == "mariadb" else app, "host": host.key,
-              **{k: v for k, v in app_obj.describe().items() if k != "app"}, **workload.describe()}
-    reporter = ConsoleReporter(out, interactive=_is_interactive() and not as_json, quiet=quiet,
-                               log_file=file_console(log_file) if log_file else None)
-    if not app_obj.managed and app in ("mysql", "mariadb"):
-        reporter.message(f"external server {app_obj.describe().get('dsn', '')}: ostune never starts, stops, "
-                         "restarts or reconfigures it (parameters marked restart take effect when you restart it)")
-    run_settings = RunSettings(
-        experiment=name, trials=trials, objective=objective, maximize=maximize, seed=seed,
-        repetitions=repetitions, warmup=not no_warmup, strict=strict, engine=engine,
-        should_stop=budget.should_stop, trials_left=budget.trials_left, guards=parsed_guards,
-        profiles=not no_profiles, tries=parsed_tries,
-    )
-    runner = ExperimentRunner(store, host, app_obj, workload, space, run_settings, reporter, target,
-                              extra_settings=settings_to_store(workload=options.workload,
-                                                               app_settings=options.app_settings,
-                                                               host_settings=options.host_settings))
+    try:  # bad input found here leaves no new, empty database behind
+        existing = store.get_experiment(name)
+        if existing is None:
+            _check_new_experiment_name(name)
+        if existing is not None:  # measured under its stored set-up, whatever this command line leaves out
+            options = resumed_options(options, existing)
+            app_obj, workload = make_app_and_workload(options)
+        elif space is None:
+            if app == "command":
+                raise BadInputError(f"experiment {name!r} does not exist; give --space to create it")
+            space = load_space(default_space)
+        parsed_tries = _tries(tries, space, store, name)
+        host = make_host(options)
+        target = {"app": "mysql" if app == "mariadb" else app, "host": host.key,
+                  **{k: v for k, v in app_obj.describe().items() if k != "app"}, **workload.describe()}
+        reporter = ConsoleReporter(out, interactive=_is_interactive() and not as_json, quiet=quiet,
+                                   log_file=file_console(log_file) if log_file else None)
+        if not app_obj.managed and app in ("mysql", "mariadb"):
+            reporter.message(f"external server {app_obj.describe().get('dsn', '')}: ostune never starts, stops, "
+                             "restarts or reconfigures it (parameters marked restart take effect when you restart it)")
+        run_settings = RunSettings(
+            experiment=name, trials=trials, objective=objective, maximize=maximize, seed=seed,
+            repetitions=repetitions, warmup=not no_warmup, strict=strict, engine=engine,
+            should_stop=budget.should_stop, trials_left=budget.trials_left, guards=parsed_guards,
+            profiles=not no_profiles, tries=parsed_tries,
+        )
+        runner = ExperimentRunner(store, host, app_obj, workload, space, run_settings, reporter, target,
+                                  extra_settings=settings_to_store(workload=options.workload,
+                                                                   app_settings=options.app_settings,
+                                                                   host_settings=options.host_settings))
+    except OstuneError:
+        _discard_new_database(store, new_file)
+        raise
     # One run per host: taken before anything else happens, so a second job exits at once.
     lock = HostLocks(store, host, command="run", timeout_s=lock_timeout_s, run_id=lambda: runner.run_id,
                      log=reporter.message)
@@ -337,12 +363,8 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
             lock.acquire()
             summary = runner.run()
         except OstuneError:
-            lock.release()  # before any cleanup below removes the database file
-            if new_file is not None and not store.experiment_names():
-                # Bad input on a first run: leave no empty database behind.
-                store.close()
-                for suffix in ("", "-wal", "-shm"):
-                    new_file.with_name(new_file.name + suffix).unlink(missing_ok=True)
+            lock.release()  # before the cleanup removes the database file
+            _discard_new_database(store, new_file)
             raise
         finally:
             guard.stopping = True
@@ -528,7 +550,8 @@ def _guards(texts: tuple[str, ...]) -> tuple:
 @click.option("--rounds", default=6, show_default=True, type=int, help="Interleaved rounds (at least 3).")
 @click.option("--repetitions", default=3, show_default=True, type=click.IntRange(min=1),
               help="Repetitions per measurement (the round's value is their median).")
-@click.option("--seed", default=None, type=int, help="Seed of the randomized order (default random; stored).")
+@click.option("--seed", default=None, type=click.IntRange(0, 2**32 - 1),
+              help="Seed of the randomized order (default random; stored).")
 @click.option("--host", "host_spec", default=None, help="Host to verify on (default: the experiment's).")
 @host_settings_option
 @click.option("--dsn", default=None, envvar="OSTUNE_DSN", metavar="mysql://USER:PASS@HOST:PORT/DB",

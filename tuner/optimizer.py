@@ -181,7 +181,9 @@ class SkoptOptimizer:
         warm_theta: Sequence[float] | None = None,
     ) -> None:
         self.space = space
-        self._seed = seed
+        # numpy and skopt take seeds in [0, 2**32); experiments created before `--seed` was
+        # range-checked may hold a negative one
+        seed = self._seed = seed % 2**32
         self._rng = np.random.default_rng(seed)
         self._model = None
         self._warm_theta = warm_theta
@@ -537,8 +539,8 @@ class RandomOptimizer:
 
     def __init__(self, space: Space, *, seed: int, **_: Any) -> None:
         self.space = space
-        self._seed = seed
-        self._rng = np.random.default_rng(seed)
+        self._seed = seed % 2**32  # as SkoptOptimizer
+        self._rng = np.random.default_rng(self._seed)
 
     def tell_many(self, pairs: Sequence[tuple[Mapping[str, Any], float]]) -> None:
         # Rebuilt from history each time: draw from a stream that depends on how much was seen.

@@ -4,8 +4,27 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from typing import Collection, Mapping
 
 from targets.hosts.base import Host
+
+
+def config_overrides(app: str, config: object, reserved: Collection[str], example: str) -> dict[str, object]:
+    """An app's `config` setting (extra directives for its config file), checked: a mapping of
+    directive -> plain value, none of them one ostune manages itself."""
+    from tuner.errors import BadInputError
+
+    if config is None:
+        return {}
+    if not isinstance(config, Mapping) or not all(isinstance(k, str) for k in config):
+        raise BadInputError(f"{app} config={config!r} is not a mapping of directives, e.g. --app-set 'config={example}'")
+    odd = next((k for k, v in config.items() if isinstance(v, (Mapping, list)) or v is None), None)
+    if odd is not None:
+        raise BadInputError(f"{app} config {odd}: give a plain value (text or a number), e.g. --app-set 'config={example}'")
+    bad = sorted(k for k in config if k.lower() in reserved)
+    if bad:
+        raise BadInputError(f"{app} config may not set {', '.join(bad)}: ostune manages them ({', '.join(sorted(reserved))})")
+    return dict(config)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ import time
 from typing import Mapping
 from urllib.parse import unquote, urlsplit
 
-from targets.apps.base import App, Endpoint, Placeholder
+from targets.apps.base import App, Endpoint, Placeholder, config_overrides
 from targets.apps.managed import AddressInUse, ManagedServer, free_loopback_port, log_tail
 from targets.hosts.base import Host, SpawnedProcess
 from tuner.errors import AppError, BadInputError, HostError
@@ -122,12 +122,7 @@ class MariaDBApp(ManagedServer):
         start_timeout_s: float = 60.0,
         stop_timeout_s: float = 60.0,
     ) -> None:
-        config = dict(config or {})
-        bad = sorted(k for k in config if k.lower() in _RESERVED)
-        if bad:
-            raise BadInputError(
-                f"mariadb config may not set {', '.join(bad)}: ostune manages paths, port and user"
-            )
+        config = config_overrides("mariadb", config, _RESERVED, "{innodb_buffer_pool_size: 256M}")
         for label, value in (("database", database), ("user", user)):
             if not re.fullmatch(r"[A-Za-z0-9_]{1,32}", value or ""):
                 raise BadInputError(f"mariadb {label}={value!r} is invalid; use 1-32 letters, digits or _")

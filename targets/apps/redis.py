@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Mapping
 
-from targets.apps.base import Endpoint
+from targets.apps.base import Endpoint, config_overrides
 from targets.apps.managed import AddressInUse, ManagedServer, free_loopback_port, log_tail
 from targets.hosts.base import Host, SpawnedProcess
 from tuner.errors import AppError, BadInputError, HostError
@@ -40,13 +40,7 @@ class RedisApp(ManagedServer):
         stop_timeout_s: float = 10.0,
         keep: bool = False,
     ) -> None:
-        config = dict(config or {})
-        bad = sorted(k for k in config if k.lower() in _RESERVED)
-        if bad:
-            raise BadInputError(
-                f"redis config may not set {', '.join(bad)}: ostune manages them "
-                f"({', '.join(sorted(_RESERVED))})"
-            )
+        config = config_overrides("redis", config, _RESERVED, "{maxmemory: 1gb}")
         if port is not None and not (isinstance(port, int) and 1 <= port <= 65535):
             raise BadInputError(f"redis port={port!r} is invalid; give 1-65535 or leave it unset")
         self.binary = binary
