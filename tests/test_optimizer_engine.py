@@ -87,3 +87,13 @@ parameters:
     engine = SkoptOptimizer(other, seed=4)
     engine.tell_many(model_targets(history(15), maximize=False))
     assert engine.has_model and set(engine.ask()) == {"x.a", "x.b", "x.c"}
+
+
+def test_a_seed_stored_out_of_numpys_range_proposes_as_its_residue():
+    """Experiments created before --seed was range-checked may hold a negative seed: proposals go
+    on (as with the seed mod 2**32) instead of crashing after the baseline."""
+    for engine in ("skopt", "random"):
+        for n in (1, 12):
+            odd = propose(SPACE, history(n), seed=-5, maximize=False, engine=engine)
+            same = propose(SPACE, history(n), seed=2**32 - 5, maximize=False, engine=engine)
+            assert odd.params == same.params
