@@ -286,6 +286,10 @@ def test_piped_output_is_timestamped_lines_without_control_codes_and_json_matche
     assert doc["verified"] is False and doc["verification"] is None
     assert doc["exit_code"] == 0 and doc["improved"] is True
     assert all(ISO_LINE.match(line) for line in result.stderr.splitlines() if line.strip())
+    # what the run recommends is what `ostune best --json` prints: one shape for scripts
+    best_doc = json.loads(ostune("best", "quad", "--db", f"sqlite:///{db}", "--json").stdout)
+    assert doc["recommended"] == best_doc and doc["recommended_trial"] == best_doc["trial"]
+    assert set(best_doc["params"]) == {"x.a", "x.b", "x.c"} and best_doc["is_baseline"] is False
 
 
 def test_verified_in_the_json_summary_comes_from_the_verification_tables(tmp_path, space_file):

@@ -498,7 +498,7 @@ def best(name: str, db: str, as_json: bool, minimal: bool = False) -> None:
     """The recommended configuration, as /etc/sysctl.d lines plus sysfs/debugfs/boot settings."""
     from tuner.experiment import stored_space
     from tuner.export import minimal_summary, render_sysctl_d
-    from tuner.recommend import describe_minimal, minimal_doc, recommend
+    from tuner.recommend import describe_minimal, recommend, recommendation_doc
 
     store = open_store(db, create=False)
     experiment = _experiment(store, name)
@@ -508,14 +508,7 @@ def best(name: str, db: str, as_json: bool, minimal: bool = False) -> None:
         raise BadInputError(f"experiment {name!r} has no succeeded trial yet")
     trial = choice.trial
     if as_json:
-        click.echo(json.dumps({
-            "experiment": experiment.name, "trial": trial.number, "trials": list(choice.trials),
-            "measurements": choice.measurements,
-            "params": {k: space[k].coerce(v) if k in space else v for k, v in choice.params.items()},
-            "objective": choice.objective, "estimate": choice.estimate, "metric": experiment.objective,
-            "metrics": trial.metrics, "verified": choice.verified, "reason": choice.reason,
-            "verification": choice.verification, "minimal": minimal_doc(choice),
-        }, default=str))
+        click.echo(json.dumps(recommendation_doc(experiment, space, choice), default=str))
         return
     if minimal:
         change = _minimal_or_refuse(experiment.name, choice)

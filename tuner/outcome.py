@@ -130,8 +130,8 @@ def summary_doc(store: ResultStore, experiment: ExperimentRecord, *, trials_run:
     """The --json summary, read back from the database after the run. `choice`: the
     recommendation, when the caller has it already (it costs a model fit)."""
     from tuner.budget import improved_beyond_noise
-    from tuner.experiment import baseline_trial, best_trial
-    from tuner.recommend import minimal_doc, recommend
+    from tuner.experiment import baseline_trial, best_trial, stored_space
+    from tuner.recommend import minimal_doc, recommend, recommendation_doc
 
     trials = store.trials(experiment.id)
     best = best_trial(trials, experiment.maximize)
@@ -160,10 +160,7 @@ def summary_doc(store: ResultStore, experiment: ExperimentRecord, *, trials_run:
         "improvement": improvement,
         "improved": improved,
         "recommended_trial": recommended,
-        "recommended": ({"trial": recommended, "trials": list(choice.trials), "measurements": choice.measurements,
-                         "objective": choice.objective, "estimate": choice.estimate, "reason": choice.reason,
-                         "is_baseline": choice.is_baseline}
-                        if choice is not None else None),
+        "recommended": recommendation_doc(experiment, stored_space(experiment), choice) if choice is not None else None,
         "minimal": minimal_doc(choice) if choice is not None else None,
         "verified": verified,
         "verification": ({"id": info.verification_id, "rounds": info.rounds, "created_at": info.created_at,

@@ -138,6 +138,19 @@ def verification_for(results: list[dict[str, Any]], experiment: ExperimentRecord
     return None
 
 
+def recommendation_doc(experiment: ExperimentRecord, space: Space, choice: Recommendation) -> dict[str, Any]:
+    """The recommendation for --json output: `ostune best --json` prints it, and a run's --json
+    summary carries it as `recommended`, so a script reads one shape from either."""
+    return {
+        "experiment": experiment.name, "trial": choice.trial.number, "trials": list(choice.trials),
+        "measurements": choice.measurements,
+        "params": {k: space[k].coerce(v) if k in space else v for k, v in choice.params.items()},
+        "objective": choice.objective, "estimate": choice.estimate, "metric": experiment.objective,
+        "metrics": choice.trial.metrics, "verified": choice.verified, "reason": choice.reason,
+        "is_baseline": choice.is_baseline, "verification": choice.verification, "minimal": minimal_doc(choice),
+    }
+
+
 def minimal_doc(choice: Recommendation) -> dict[str, Any] | None:
     """The minimal change for --json output: only the kept knobs' values, and how far verified."""
     change = choice.minimal
