@@ -101,14 +101,20 @@ def test_sigterm_and_ctrl_c_restore_and_abort_the_trial(tmp_path, space_file, or
     assert query(db, "select status from runs") == [("interrupted",)]
 
 
-def test_kill_9_is_repaired_by_the_next_command_and_the_run_resumes(tmp_path, space_file, original):
-    space, before = original
-    db = tmp_path / "k9.db"
-    proc = spawn_ostune(*run_args(space_file, db, 5, 3.0))
+def _killed_in_trial_2(space, before, space_file, db, trials, delay):  # type: ignore[no-untyped-def]
+    """A run killed with SIGKILL while trial 2 has the kernel changed; its (dead) process."""
+    proc = spawn_ostune(*run_args(space_file, db, trials, delay))
     wait_for(lambda: try_query(db, "select 1 from trials where number=2 and status='running'"))
     wait_for(lambda: snapshot(space) != before, timeout_s=10)
     proc.kill()
     proc.wait()
+    return proc
+
+
+def test_kill_9_is_repaired_by_the_next_command_and_the_run_resumes(tmp_path, space_file, original):
+    space, before = original
+    db = tmp_path / "k9.db"
+    _killed_in_trial_2(space, before, space_file, db, 5, 3.0)
     changed = snapshot(space)
     assert changed != before  # the dead process left the kernel changed
     listed = ostune("experiments", "--db", f"sqlite:///{db}")
@@ -206,11 +212,7 @@ def test_a_holder_killed_with_the_lock_is_repaired_by_the_next_holder_from_its_o
 
     space, before = original
     db_a, db_b = tmp_path / "a.db", tmp_path / "b.db"
-    proc = spawn_ostune(*run_args(space_file, db_a, 30, 1.0))
-    wait_for(lambda: try_query(db_a, "select 1 from trials where number=2 and status='running'"))
-    wait_for(lambda: snapshot(space) != before, timeout_s=10)
-    proc.kill()
-    proc.wait()
+    proc = _killed_in_trial_2(space, before, space_file, db_a, 30, 1.0)
     left = snapshot(space)
     assert left != before  # left changed; a.db's journal knows the originals, b.db does not
     # A command on a.db while another process holds the kernel lock leaves the repair for later:

@@ -32,6 +32,13 @@ def _database_at(path: Path, revision: str) -> str:
     return url
 
 
+def _insert_experiment(conn) -> None:  # type: ignore[no-untyped-def]
+    """Experiment 1, 'e', as any revision since 0001 stores it."""
+    conn.execute(text("insert into experiments (id, name, space_json, space_hash, target_json, objective, direction, "
+                      "seed, settings_json, created_at, updated_at) values (1, 'e', '{}', 'h', '{}', 'p99_ms', "
+                      "'minimize', 1, '{}', '2026-11-01', '2026-11-01')"))
+
+
 def _exited_pid() -> int:
     child = subprocess.Popen(["true"])
     child.wait()
@@ -93,9 +100,7 @@ def test_an_older_databases_verification_of_a_dead_run_is_closed_on_upgrade(tmp_
     url = _database_at(tmp_path / "old.db", "0005")
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("insert into experiments (name, space_json, space_hash, target_json, objective, direction, "
-                          "seed, settings_json, created_at, updated_at) values ('e', '{}', 'h', '{}', 'p99_ms', "
-                          "'minimize', 1, '{}', '2026-11-01', '2026-11-01')"))
+        _insert_experiment(conn)
         for run_id, status in ((1, "crashed"), (2, "running")):
             conn.execute(text(
                 "insert into runs (id, experiment_id, command, host_key, pid, machine, boot_id, status, started_at, "
@@ -118,9 +123,7 @@ def test_trial_params_shows_whole_numbers_as_written_after_upgrade(tmp_path):
     url = _database_at(tmp_path / "old.db", "0006")
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("insert into experiments (id, name, space_json, space_hash, target_json, objective, "
-                          "direction, seed, settings_json, created_at, updated_at) values (1, 'e', '{}', 'h', '{}', "
-                          "'p99_ms', 'minimize', 1, '{}', '2026-11-01', '2026-11-01')"))
+        _insert_experiment(conn)
         conn.execute(text("insert into trials (id, experiment_id, number, status, source, started_at, repetitions, rebooted, "
                           "proposal_json) values (1, 1, 1, 'succeeded', 'baseline', '2026-11-01', 0, 0, '{}')"))
         for name, num, txt in (("read_ahead_kb", 8192.0, None), ("ratio", 0.5, None), ("thp", None, "never"),
