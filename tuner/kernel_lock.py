@@ -33,10 +33,6 @@ class KernelLock:
         #: command, database, since), or None when the last holder released it
         self.previous: dict | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def _open(self) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -82,12 +78,6 @@ class KernelLock:
             return None
         finally:
             os.close(fd)
-
-    def __enter__(self) -> "KernelLock":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def _parse(content: bytes) -> dict | None:
