@@ -321,15 +321,15 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     store = open_store(db, console=out)
     try:  # bad input found here leaves no new, empty database behind
         existing = store.get_experiment(name)
-        if existing is None:
-            _check_new_experiment_name(name)
         if existing is not None:  # measured under its stored set-up, whatever this command line leaves out
             options = resumed_options(options, existing)
             app_obj, workload = make_app_and_workload(options)
-        elif space is None:
-            if app == "command":
-                raise BadInputError(f"experiment {name!r} does not exist; give --space to create it")
-            space = load_space(default_space)
+        else:
+            _check_new_experiment_name(name)
+            if space is None:
+                if app == "command":
+                    raise BadInputError(f"experiment {name!r} does not exist; give --space to create it")
+                space = load_space(default_space)
         parsed_tries = _tries(tries, space, store, name)
         host = make_host(options)
         target = {"app": "mysql" if app == "mariadb" else app, "host": host.key,
@@ -423,7 +423,7 @@ def experiments(db: str) -> None:
     table.add_column("ok/trials", no_wrap=True, justify="right", min_width=9)
     table.add_column("objective", overflow="ellipsis", no_wrap=True)
     # "best trial" is the lowest single noisy trial (cheap to list); what ostune recommends, and
-    # whether `ostune verify` established it, is the verify column and `ostune best`
+    # whether `ostune verify` established it, is the verified column and `ostune best`
     table.add_column("best trial", no_wrap=True, justify="right",
                      min_width=max((len(f"{s.best:.4g}") for s in summaries if s.best is not None), default=1))
     table.add_column("verified", no_wrap=True, min_width=max((len(v) for v in verified.values()), default=1))
