@@ -301,3 +301,17 @@ def test_bad_input_on_a_first_run_is_one_line_and_leaves_no_database(tmp_path, s
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith(f"error: {message}"), result.stderr
     assert not list(tmp_path.glob("new.db*"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (("run", "--trials", "0"), "error: Invalid value for '--trials': 0 is not in the range x>=1. (see `ostune run --help`)"),
+    (("show",), "error: Missing argument 'NAME'. (see `ostune show --help`)"),
+    (("bogus",), "error: No such command 'bogus'. (see `ostune --help`)"),
+    (("run", "--engine", "foo"), "error: Invalid value for '--engine': 'foo' is not one of 'skopt', 'random'."),
+    (("vm", "prune", "--bogus"), "error: No such option '--bogus'"),
+])
+def test_usage_errors_are_one_line_too(args, message):
+    """click's own usage errors, like ostune's: one line naming the bad thing, exit 2."""
+    result = ostune(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0 and result.stderr.startswith(message), result.stderr

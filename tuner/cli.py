@@ -182,7 +182,33 @@ db_option = click.option(
 )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _OneLineErrors(click.Group):
+    """click's own usage errors (an option's bad value, a missing argument, an unknown command)
+    as one line like every other ostune error: `error: …` and where the valid ones are listed,
+    instead of click's usage block. Exit codes stay click's (2)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # type: ignore[no-untyped-def, override]
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `ostune`: the help, as click prints it
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+            _stderr().print(f"[red]error:[/red] {escape(exc.format_message())}{where}", soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            _stderr().print(f"[red]error:[/red] {escape(exc.format_message())}", soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            _stderr().print("aborted")
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=_OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ostune")
 def main() -> None:
     """ostune: find the kernel parameters that make one application fastest."""
@@ -749,4 +775,4 @@ from tuner.cli_reports import register as _register_report_commands  # noqa: E40
 _register_report_commands(main)
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="ostune")  # `python -m tuner.cli` is ostune too, in messages
