@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from tuner.errors import LockHeldError
+from tuner.errors import HostError, LockHeldError
 
 #: on tmpfs: emptied at boot, when every holder is gone anyway
 DEFAULT_PATH = Path("/run/lock/ostune-kernel.lock")
@@ -34,8 +34,12 @@ class KernelLock:
         self.previous: dict | None = None
 
     def _open(self) -> int:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise HostError(f"cannot open the kernel lock {self.path}: {exc.strerror} (changing this machine's "
+                            "kernel needs root)") from None
 
     def acquire(self, *, command: str, database: str) -> "KernelLock":
         """Take the lock at once or raise LockHeldError naming its holder."""
