@@ -234,3 +234,26 @@ def test_a_holder_killed_with_the_lock_is_repaired_by_the_next_holder_from_its_o
         {name: text for name, text in before.items() if name in baseline}
     assert snapshot(space) == before
     assert query(db_a, "select status from runs") == [("crashed",)]
+
+
+def test_a_knob_root_can_read_but_not_write_is_skipped_not_failing_every_trial(tmp_path, original):
+    """kernel.random.entropy_avail is read-only (mode 0444) on every kernel; user.* sysctls are
+    like it on our Firecracker VMs. The baseline writes every knob's own value back, so such a
+    knob used to fail every trial, the baseline included, and then fail its "restore"."""
+    space, before = original
+    space_file = tmp_path / "ro.yaml"
+    space_file.write_text(SPACE + "  kernel.random.entropy_avail: {kind: sysctl, type: int, range: [0, 1000000]}\n")
+    db = tmp_path / "ro.db"
+    result = ostune("run", "--app", "command", "--host", "local", "--space", str(space_file), "--command", command(0),
+                    "--trials", "3", "--db", f"sqlite:///{db}", "--repetitions", "1", "--no-warmup", "--no-profiles")
+    assert result.returncode == 0, result.stderr
+    assert "skipping kernel.random.entropy_avail: cannot write back the value it holds" in result.stdout
+    assert query(db, "select status from trials") == [("succeeded",)] * 3
+    assert "restore failed" not in result.stdout + result.stderr
+    assert snapshot(space) == before
+    strict_space = tmp_path / "strict.yaml"  # only knobs that exist: --strict refuses the unwritable one
+    strict_space.write_text("parameters:\n  vm.swappiness: {kind: sysctl, type: int, range: [1, 9]}\n"
+                            "  kernel.random.entropy_avail: {kind: sysctl, type: int, range: [0, 1000000]}\n")
+    strict = ostune("run", "--app", "command", "--host", "local", "--space", str(strict_space), "--command", command(0),
+                    "--trials", "1", "--db", f"sqlite:///{tmp_path}/strict.db", "--strict")
+    assert strict.returncode == 4 and "kernel.random.entropy_avail (sysctl): cannot write back" in strict.stderr

@@ -107,8 +107,9 @@ def test_probe_writes_placeholder_files_back_and_skips_refused_ones():
     bad_host = _Host(refuse=True)
     report = probe(bad_host, expanded.space, check_writable=expanded.expanded)
     assert "block.scheduler" not in report.available
-    assert report.skipped["block.scheduler"].startswith("/sys/block/fake0/queue/scheduler is not writable here")
-    with pytest.raises(KnobUnavailableError, match="not writable"):
+    assert report.skipped["block.scheduler"] == ("cannot write back the value it holds (kernel refused 'mq-deadline' "
+                                                 "for /sys/block/fake0/queue/scheduler: invalid value)")
+    with pytest.raises(KnobUnavailableError, match="cannot write back the value it holds"):
         probe(bad_host, expanded.space, check_writable=expanded.expanded, strict=True)
 
 

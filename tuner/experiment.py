@@ -164,8 +164,12 @@ class ExperimentRunner:
         self.host_space = expansion.space
         for name, (value, source) in expansion.used.items():
             self.reporter.message(f"{{{name}}} = {value}" + (f" ({source})" if source else ""))
+        # Every runtime knob is written back with the value just read: the baseline trial writes
+        # exactly that anyway, and a knob the kernel lets root read but not write (user.* sysctls
+        # here) is skipped with its reason instead of failing every trial, the baseline included.
+        writable = [p.name for p in expansion.space.parameters if p.kind != "boot"]
         return probe(self.host, expansion.space, strict=self.settings.strict,
-                     check_writable=expansion.expanded, skipped=expansion.skipped)
+                     check_writable=writable, skipped=expansion.skipped)
 
     def run(self) -> RunSummary:
         existing, space = resolve_experiment(

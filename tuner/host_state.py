@@ -37,9 +37,9 @@ def probe(host: Host, space: Space, *, strict: bool = False, check_writable: Col
     optional ones, and ones the kernel forbids (lockdown, EPERM), are skipped with the reason.
     With strict=True anything unavailable is an error.
 
-    ``check_writable``: parameters whose file is found per host (placeholder paths such as
-    /sys/block/{datadir_device}/queue/scheduler) are also written back with the value just read
-    (a no-op for the kernel) and skipped with the reason if that write is refused. ``skipped``:
+    ``check_writable``: parameters also written back with the value just read (a no-op for the
+    kernel, and what the baseline trial writes anyway) and skipped with the reason if that write
+    is refused: a run passes every runtime knob. ``skipped``:
     parameters already known to be unavailable (e.g. an unresolved placeholder), with reasons."""
     report = ProbeReport()
     for name, reason in (skipped or {}).items():
@@ -108,7 +108,7 @@ def _check_writable(host: Host, param: Parameter, availability: Availability) ->
     try:
         family.write_raw(host, param, availability.current)
     except HostError as exc:
-        return Availability(param.name, False, f"{family.path(param)} is not writable here ({exc})")
+        return Availability(param.name, False, f"cannot write back the value it holds ({exc})")
     return availability
 
 
