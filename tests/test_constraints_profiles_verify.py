@@ -314,3 +314,18 @@ def test_verify_bad_input_is_one_line(tmp_path):
         result = ostune("verify", *args, "--db", db)
         assert result.returncode == 2 and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_profiles_that_are_one_configuration_on_a_space_are_measured_once():
+    """network-latency is latency-performance plus knobs (THP, busy polling) a space may lack;
+    on a space of swappiness alone they are the same configuration."""
+    from tuner.profiles import profile_configs
+
+    only_swappiness = parse_space("parameters:\n  vm.swappiness: {kind: sysctl, type: int, range: [0, 100]}\n")
+    configs, notes = profile_configs(only_swappiness, {"vm.swappiness": 60})
+    assert [(c.label, c.params) for c in configs] == [("profile:latency-performance", {"vm.swappiness": 10})]
+    assert "profile network-latency: on this space the same configuration as profile:latency-performance; " \
+           "measured once, as that" in notes
+    configs, _ = profile_configs(parse_space(PROFILE_SPACE), {"vm.swappiness": 60, "net.core.busy_read": 0,
+                                                              "transparent_hugepage.enabled": "always"})
+    assert len(configs) == 2  # where they differ, both are measured

@@ -128,5 +128,10 @@ def profile_configs(space: Space, base: Mapping[str, Value]) -> tuple[list[Profi
         if broken:
             notes.append(f"profile {profile.name}: violates relation '{broken[0]}'; never applied")
             continue
+        same = next((u for u in usable if u.params == config.params), None)
+        if same is not None:  # they differ only in knobs this space lacks: one measurement says it
+            notes.append(f"profile {profile.name}: on this space the same configuration as {same.label}; "
+                         "measured once, as that")
+            continue
         usable.append(config)
     return usable, notes
