@@ -78,9 +78,43 @@ def test_spaces_bad_input_is_one_line(tmp_path: Path) -> None:
     for args, expected in (
         (("spaces", "nope"), "space 'nope': no such file and no shipped space of that name"),
         (("spaces", "--host", "local"), "--host goes with a space"),
+        (("spaces", str(space), "--write-back"), "--write-back goes with --host"),
         (("spaces", str(space), "--host", "none"), "--host none: no kernel to read here"),
         (("spaces", str(space), "--host", "local", "--host-set", "key_path=/k"), "--host-set key_path: --host local takes no host settings"),
     ):
         result = ostune(*args)
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.strip().count("\n") == 0 and expected in result.stderr, (args, result.stderr)
+
+
+def test_write_back_finds_knobs_root_may_read_but_not_write_and_waits_for_no_run(tmp_path: Path) -> None:
+    """kernel.random.entropy_avail is read-only (0444) on every kernel: read-only it shows a value,
+    with --write-back (what a run's probe does) it is a knob a run skips."""
+    from tests.helpers import spawn_ostune, try_query, wait_for
+
+    space = tmp_path / "ro.yaml"
+    space.write_text("parameters:\n  vm.swappiness: {kind: sysctl, type: int, range: [0, 100]}\n"
+                     "  kernel.random.entropy_avail: {kind: sysctl, type: int, range: [0, 1000000]}\n")
+    before = Path("/proc/sys/vm/swappiness").read_text()
+    read_only = _rows(ostune("spaces", str(space), "--host", "local").stdout)
+    assert read_only["kernel.random.entropy_avail"][-1].isdigit()
+    result = ostune("spaces", str(space), "--host", "local", "--write-back")
+    assert result.returncode == 0, result.stderr
+    rows = _rows(result.stdout)
+    assert rows["kernel.random.entropy_avail"][-1].startswith("skipped: cannot write back the value it holds")
+    assert rows["vm.swappiness"][-1] == before.strip()
+    assert Path("/proc/sys/vm/swappiness").read_text() == before
+    # not while a run changes this kernel: its writes and the write-back would race
+    db = tmp_path / "busy.db"
+    run = spawn_ostune("run", "--app", "command", "--host", "local", "--space", str(space), "--command",
+                       "sleep 1; echo '{\"p99_ms\": 1.0}'", "--trials", "30", "--db", f"sqlite:///{db}",
+                       "--repetitions", "1", "--no-warmup")
+    try:
+        wait_for(lambda: try_query(db, "select 1 from trials where number=2 and status='running'"))
+        busy = ostune("spaces", str(space), "--host", "local", "--write-back")
+        assert busy.returncode == 6 and f"already being tuned by pid {run.pid}" in busy.stderr, busy.stderr
+        assert ostune("spaces", str(space), "--host", "local").returncode == 0  # reading alone is fine
+    finally:
+        run.terminate()
+        run.wait(timeout=60)
+    assert Path("/proc/sys/vm/swappiness").read_text() == before

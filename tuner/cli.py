@@ -721,13 +721,38 @@ def vm_prune(cache_dir: str | None) -> None:
                   else f"nothing to remove in {directory}")
 
 
+def _read_space_on(host, space, *, write_back: bool):  # type: ignore[no-untyped-def]
+    """`spaces --host`: each parameter read there (tuner.host_state.read_parameters). A write-back
+    on this machine races a run's own writes (read 10, the run writes 60, 10 written back), so it
+    holds the kernel lock, repairing first what a holder that died with it left, as a run would."""
+    from targets.hosts.local import LocalHost
+    from tuner.host_state import read_parameters
+    from tuner.kernel_lock import KernelLock
+    from tuner.recovery import recover_previous_holder
+
+    kernel = KernelLock() if write_back and isinstance(host, LocalHost) else None
+    try:
+        if kernel is not None:
+            kernel.acquire(command="spaces --write-back", database="")  # journals nothing: no database
+            if kernel.previous is not None:
+                recover_previous_holder(kernel.previous, None, lambda line: _stderr().print(
+                    escape(line), highlight=False, soft_wrap=True))
+        return read_parameters(host, space, write_back=write_back)
+    finally:
+        if kernel is not None:
+            kernel.release()
+
+
 @main.command()
 @click.argument("space_spec", metavar="[SPACE]", required=False)
 @click.option("--host", "host_spec", default=None,
               help="Also read each parameter's current value on this host (local | ssh://user@host[:port]); reads only.")
 @click.option("--host-set", "host_settings", multiple=True, metavar="KEY=VALUE", help="An ssh host setting, e.g. key_path=…")
+@click.option("--write-back", is_flag=True,
+              help="With --host: also write each value read back, as a run does before its first trial, to find "
+                   "knobs the kernel lets root read but not write.")
 @handle_errors
-def spaces(space_spec: str | None, host_spec: str | None, host_settings: tuple[str, ...]) -> None:
+def spaces(space_spec: str | None, host_spec: str | None, host_settings: tuple[str, ...], write_back: bool) -> None:
     """List the shipped parameter spaces, or one space's parameters (and their values on a host)."""
     from rich.table import Table
 
@@ -736,7 +761,7 @@ def spaces(space_spec: str | None, host_spec: str | None, host_settings: tuple[s
     from spaces.loader import catalog_names, load_space
 
     if space_spec is None:
-        if host_spec is not None:
+        if host_spec is not None or write_back:
             raise BadInputError("--host goes with a space: `ostune spaces SPACE --host local` (`ostune spaces` lists them)")
         table = Table()
         for col in ("space", "parameters", "description"):
@@ -751,16 +776,16 @@ def spaces(space_spec: str | None, host_spec: str | None, host_settings: tuple[s
 
     space = load_space(space_spec)
     readings = None
+    if write_back and host_spec is None:
+        raise BadInputError("--write-back goes with --host: `ostune spaces SPACE --host local --write-back`")
     if host_spec is not None:
         if host_spec in ("none", "qemu"):
             raise BadInputError(f"--host {host_spec}: no kernel to read here (local or ssh://…; a qemu guest boots "
                                 "only for a run: its values are in the run's skipped/baseline output)")
-        from tuner.host_state import read_parameters
-
         with make_host(TargetOptions(host=host_spec,
                                      host_settings=_parse_settings(host_settings, flag="--host-set"))) as host:
             host.start()
-            readings = read_parameters(host, space)
+            readings = _read_space_on(host, space, write_back=write_back)
             host_key = host.key
     console = make_console()
     console.print(space_table(space, readings, host_key if readings is not None else None))

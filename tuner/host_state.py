@@ -80,9 +80,10 @@ def probe(host: Host, space: Space, *, strict: bool = False, check_writable: Col
     return report
 
 
-def read_parameters(host: Host, space: Space) -> dict[str, Availability]:
+def read_parameters(host: Host, space: Space, *, write_back: bool = False) -> dict[str, Availability]:
     """What `ostune spaces NAME --host H` shows: every parameter's current value on the host, or
-    why a run would skip it. Reads only (a run's probe also writes placeholder knobs back)."""
+    why a run would skip it. Reads only, unless `write_back`: then each value read is also
+    written back, as a run's probe does, which finds the knobs root may read but not write."""
     from spaces.placeholders import expand, names_in
 
     expansion = expand(space, {})  # {placeholders} are only known once the application runs
@@ -93,6 +94,8 @@ def read_parameters(host: Host, space: Space) -> dict[str, Availability]:
     for param in expansion.space.parameters:
         if param.kind != "boot":
             out[param.name] = family_for(param).probe(host, param)
+            if write_back and out[param.name].available:
+                out[param.name] = _check_writable(host, param, out[param.name])
         elif not host.supports_boot:
             out[param.name] = Availability(param.name, False, "boot parameters need a host that can reboot "
                                                               f"(--host qemu or ssh://…), not {host.key}")

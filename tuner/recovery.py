@@ -120,7 +120,7 @@ def recover(store: ResultStore, local: LocalHost | None = None, *,
     return report
 
 
-def recover_previous_holder(previous: dict, own: ResultStore, message: Callable[[str], None]) -> None:
+def recover_previous_holder(previous: dict, own: ResultStore | None, message: Callable[[str], None]) -> None:
     """The kernel lock's last holder died holding it (tuner/kernel_lock.py): what it changed on
     this machine is journalled in its database, which may not be ours (any directory's
     ./ostune.db). Put that back before this process reads the host's values, or it would take
@@ -130,8 +130,10 @@ def recover_previous_holder(previous: dict, own: ResultStore, message: Callable[
     from tuner.kernel_lock import describe
 
     url = str(previous.get("database") or "")
+    if not url:
+        return  # a holder without a database (`spaces --write-back`) wrote back only what it read
     who = describe(previous)
-    store = own if url == own.describe() else None
+    store = own if own is not None and url == own.describe() else None
     if store is None:
         try:
             store = ResultStore.open(url, create=False)
