@@ -117,13 +117,13 @@ def main() -> None:
     points = [c for c in CHECKPOINTS if c <= args.trials]
     with tempfile.TemporaryDirectory() as tmp:
         results = {engine: measure(engine, args.trials, Path(tmp)) for engine in ("random", "skopt")}
-    print(f"tuner overhead per trial, median of the 10 trials up to N (ms), space redis-latency (14 knobs)")
+    print("tuner overhead per trial, median of the 10 trials up to N (ms), space redis-latency (14 knobs)")
     print(f"{'N':>5} {'random wall':>12} {'skopt wall':>11} {'ratio':>7} {'random CPU':>11} {'skopt CPU':>10}")
     for n in points:
         base, ours = window(results["random"][0], n), window(results["skopt"][0], n)
         base_cpu, ours_cpu = window(results["random"][1], n), window(results["skopt"][1], n)
         print(f"{n:>5} {base:>12.1f} {ours:>11.1f} {ours / base:>7.1f}x {base_cpu:>11.1f} {ours_cpu:>10.1f}")
-    print(f"target (issue 2): skopt <= 100 ms median at 200 trials; (issue 5): <= 250 ms at 100")
+    print("target (issue 2): skopt <= 100 ms median at 200 trials; (issue 5): <= 250 ms at 100")
 
 
 if __name__ == "__main__":
