@@ -97,7 +97,9 @@ def trials_since_improvement(trials: Sequence[TrialRecord], maximize: bool) -> i
 
 def improved_beyond_noise(trials: Sequence[TrialRecord], maximize: bool) -> bool:
     """Some succeeded trial beats the (succeeded) baseline by more than noise."""
-    baseline = next((t for t in trials if t.source == "baseline" and t.status == "succeeded"), None)
+    from tuner.experiment import baseline_trial
+
+    baseline = baseline_trial(trials)
     if baseline is None or baseline.objective is None:
         return False
     return any(t.status == "succeeded" and t.objective is not None and t.id != baseline.id
