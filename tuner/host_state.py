@@ -49,8 +49,8 @@ def probe(host: Host, space: Space, *, strict: bool = False, check_writable: Col
     boot_knobs = BootKnobs()
     for param in space.parameters:
         if param.kind == "boot":
-            if not host.supports_boot:
-                reason = f"boot parameters need a host that can reboot (--host qemu or ssh://…), not {host.key}"
+            reason = _boot_unsupported(host)
+            if reason is not None:
                 if strict:
                     raise KnobUnavailableError(f"{param.name}: {reason}")
                 report.skipped[param.name] = reason
@@ -58,9 +58,7 @@ def probe(host: Host, space: Space, *, strict: bool = False, check_writable: Col
             report.available.append(param.name)
             report.current[param.name] = boot_knobs.read(host, param)  # type: ignore[assignment]
             continue
-        availability = family_for(param).probe(host, param)
-        if availability.available and param.name in check_writable:
-            availability = _check_writable(host, param, availability)
+        availability = _read_runtime(host, param, write_back=param.name in check_writable)
         if availability.available:
             assert availability.current is not None
             report.available.append(param.name)
@@ -93,16 +91,28 @@ def read_parameters(host: Host, space: Space, *, write_back: bool = False) -> di
     boot_knobs = BootKnobs()
     for param in expansion.space.parameters:
         if param.kind != "boot":
-            out[param.name] = family_for(param).probe(host, param)
-            if write_back and out[param.name].available:
-                out[param.name] = _check_writable(host, param, out[param.name])
-        elif not host.supports_boot:
-            out[param.name] = Availability(param.name, False, "boot parameters need a host that can reboot "
-                                                              f"(--host qemu or ssh://…), not {host.key}")
+            out[param.name] = _read_runtime(host, param, write_back=write_back)
+        elif (reason := _boot_unsupported(host)) is not None:
+            out[param.name] = Availability(param.name, False, reason)
         else:
             current = boot_knobs.read(host, param)
             out[param.name] = Availability(param.name, True, current=None if current is None else param.render(current))
     return out
+
+
+def _boot_unsupported(host: Host) -> str | None:
+    """Why boot parameters cannot be tuned on this host, or None when they can."""
+    if host.supports_boot:
+        return None
+    return f"boot parameters need a host that can reboot (--host qemu or ssh://…), not {host.key}"
+
+
+def _read_runtime(host: Host, param: Parameter, *, write_back: bool) -> Availability:
+    """A runtime knob read (and, with `write_back`, its value written back unchanged)."""
+    availability = family_for(param).probe(host, param)
+    if write_back and availability.available:
+        availability = _check_writable(host, param, availability)
+    return availability
 
 
 def _check_writable(host: Host, param: Parameter, availability: Availability) -> Availability:
