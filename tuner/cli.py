@@ -727,16 +727,13 @@ def _read_space_on(host, space, *, write_back: bool):  # type: ignore[no-untyped
     holds the kernel lock, repairing first what a holder that died with it left, as a run would."""
     from targets.hosts.local import LocalHost
     from tuner.host_state import read_parameters
-    from tuner.kernel_lock import KernelLock
-    from tuner.recovery import recover_previous_holder
+    from tuner.recovery import take_kernel_lock
 
-    kernel = KernelLock() if write_back and isinstance(host, LocalHost) else None
+    kernel = None
     try:
-        if kernel is not None:
-            kernel.acquire(command="spaces --write-back", database="")  # journals nothing: no database
-            if kernel.previous is not None:
-                recover_previous_holder(kernel.previous, None, lambda line: _stderr().print(
-                    escape(line), highlight=False, soft_wrap=True))
+        if write_back and isinstance(host, LocalHost):
+            kernel = take_kernel_lock("spaces --write-back", None, lambda line: _stderr().print(
+                escape(line), highlight=False, soft_wrap=True))
         return read_parameters(host, space, write_back=write_back)
     finally:
         if kernel is not None:

@@ -179,23 +179,21 @@ class HostLocks:
     def __init__(self, store: ResultStore, host, *, command: str, timeout_s: float = DEFAULT_TIMEOUT_S,  # type: ignore[no-untyped-def]
                  run_id: Callable[[], int | None] | None = None, log: Callable[[str], None] | None = None) -> None:
         from targets.hosts.local import LocalHost
-        from tuner.kernel_lock import KernelLock
 
         self.store, self.command = store, command
         self._log = log or (lambda _text: None)
         # the `none` host runs commands here but changes no kernel value
-        self.kernel = KernelLock() if isinstance(host, LocalHost) and host.applies_kernel_params else None
+        self._on_this_kernel = isinstance(host, LocalHost) and host.applies_kernel_params
+        self.kernel = None
         self.host = HostLockGuard(store, host.key, timeout_s=timeout_s, run_id=run_id, log=log)
 
     def acquire(self) -> "HostLocks":
-        if self.kernel is not None:
-            self.kernel.acquire(command=self.command, database=self.store.describe())
+        if self._on_this_kernel:
+            from tuner.recovery import take_kernel_lock
+
+            self.kernel = take_kernel_lock(self.command, self.store, self._log)
         try:
             self.host.acquire()
-            if self.kernel is not None and self.kernel.previous is not None:
-                from tuner.recovery import recover_previous_holder
-
-                recover_previous_holder(self.kernel.previous, self.store, self._log)
         except BaseException:
             self.release()
             raise

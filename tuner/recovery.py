@@ -152,3 +152,19 @@ def recover_previous_holder(previous: dict, own: ResultStore | None, message: Ca
     if report.failures:
         raise HostError(f"{who} died leaving values changed on this machine that could not be put back "
                         f"({report.failures[0]}); a new run would take them for the host's own")
+
+
+def take_kernel_lock(command: str, own: ResultStore | None, message: Callable[[str], None]):  # type: ignore[no-untyped-def]
+    """This machine's kernel lock (tuner/kernel_lock.py), taken at once or LockHeldError; what a
+    holder that died with it left is repaired first (recover_previous_holder). `own`: the
+    database of this command, if it has one (it journals nothing without)."""
+    from tuner.kernel_lock import KernelLock
+
+    lock = KernelLock().acquire(command=command, database=own.describe() if own is not None else "")
+    try:
+        if lock.previous is not None:
+            recover_previous_holder(lock.previous, own, message)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
