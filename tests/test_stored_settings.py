@@ -166,3 +166,10 @@ def test_a_resumed_run_measures_under_the_stored_workload_settings(tmp_path):
     assert refused.returncode != 0 and len(lines) == 1, refused.stderr
     assert lines[0].startswith("error: workload setting warmup=false: experiment 'w' was measured with warmup=true")
     assert _invocations(count) == 6 and dump_db(db_file) == before
+
+
+def test_a_resumed_experiment_from_before_app_settings_were_stored_refuses_nothing():
+    old = _experiment({"app": "redis", "host": "local:x"}, {"workload": {"clients": 1}})  # no app_settings key
+    options = resumed_options(TargetOptions(app="redis", host="local", app_settings={"keep": True}), old)
+    assert options.app_settings == {"keep": True}
+    assert verify_options(old, host_spec=None, host_settings={}, dsn=None).app_settings == {}

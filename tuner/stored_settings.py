@@ -106,12 +106,14 @@ def resumed_options(options: "TargetOptions", experiment: "ExperimentRecord") ->
     )
 
 
-def _stored_app_settings(experiment: "ExperimentRecord") -> dict[str, Any]:
+def _stored_app_settings(experiment: "ExperimentRecord") -> dict[str, Any] | None:
+    """The stored --app-set settings; None for an experiment from before they were stored
+    (nothing known, so nothing is refused)."""
     # Versions before 2026-11-27 accepted and stored --app-set for --app command, which has no
     # application to configure and never used them: such an experiment must stay runnable.
     if experiment.target.get("app") == "command":
         return {}
-    return dict(experiment.settings.get("app_settings") or {})
+    return experiment.settings.get("app_settings")
 
 
 def _machine_settings(host_spec: str) -> frozenset[str]:
@@ -132,7 +134,7 @@ def verify_options(experiment: "ExperimentRecord", *, host_spec: str | None, hos
     target = experiment.target
     app = {"mysql": "mariadb"}.get(str(target.get("app")), str(target.get("app")))
     own_host = host_spec_for(str(target.get("host")))
-    app_settings = _stored_app_settings(experiment)
+    app_settings = dict(_stored_app_settings(experiment) or {})
     external = target.get("app") == "mysql" and target.get("managed") is False
     if external:
         app_settings["dsn"] = _same_server(dsn, str(target.get("dsn")), experiment.name)
