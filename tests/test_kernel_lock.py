@@ -64,3 +64,41 @@ def test_a_holder_killed_with_the_lock_frees_it_and_is_named_to_the_next_holder(
 def test_a_lock_file_that_cannot_be_opened_is_a_host_error_not_a_traceback(tmp_path: Path) -> None:
     with pytest.raises(HostError, match=r"cannot open the kernel lock /proc/ostune-nowhere/kernel.lock"):
         KernelLock(Path("/proc/ostune-nowhere/kernel.lock")).acquire(command="run", database="x")
+
+
+def _identity(**changes: object) -> dict:
+    from dataclasses import asdict
+
+    from tuner.ownership import ProcessIdentity
+
+    return {**asdict(ProcessIdentity.current()), "command": "run", "database": "sqlite:////tmp/theirs.db",
+            "since": 0.0, **changes}
+
+
+def test_a_remote_holder_that_lost_its_connection_but_lives_is_not_tuned_under() -> None:
+    """It still owns the values it changed on that host and writes them back when it stops: a run
+    taking the lock now would measure under that write and journal its trial values as originals."""
+    from targets.hosts.none import NoneHost
+    from tuner.recovery import recover_previous_remote_holder
+
+    said: list[str] = []
+    with pytest.raises(LockHeldError, match=r"lost its connection to none but is still running"):
+        recover_previous_remote_holder(_identity(host="none"), None, NoneHost(), said.append)
+    assert said == []
+
+
+def test_a_holder_on_another_machine_is_named_with_how_to_restore_not_guessed_at() -> None:
+    """Whether it is alive cannot be told from here, and its database is on its machine (a
+    `sqlite:///` path there may name another file here): named, never opened."""
+    from targets.hosts.none import NoneHost
+    from tuner.recovery import recover_previous_holder, recover_previous_remote_holder
+
+    said: list[str] = []
+    elsewhere = _identity(machine="controller-2", machine_id="0" * 32, host="none")
+    recover_previous_remote_holder(elsewhere, None, NoneHost(), said.append)
+    assert len(said) == 1 and "pid" in said[0] and " on controller-2 " in said[0]
+    assert "`ostune restore --host none --db URL` with its database, on controller-2, puts them back" in said[0]
+    # the same holder found in this machine's own lock file (it tuned this machine over SSH)
+    said.clear()
+    recover_previous_holder({**elsewhere, "host": "ssh://root@thishost:22"}, None, said.append)
+    assert len(said) == 1 and "did not release the kernel lock of ssh://root@thishost:22" in said[0]

@@ -22,6 +22,8 @@ from tests.helpers import REPO, ostune, query, spawn_ostune, try_query
 
 pytestmark = pytest.mark.vm
 
+LOCK_FILE = "/run/lock/ostune-kernel.lock"
+
 SPACE = """
 parameters:
   vm.swappiness: {kind: sysctl, type: int, range: [0, 100]}
@@ -127,6 +129,13 @@ def test_a_run_after_a_kill_9_restores_the_host_and_clears_the_dead_runs_redis(
         time.sleep(0.5)
     proc.kill()
     proc.wait()
+    # the kernel dropped the dead run's remote kernel lock with its connection; the lock file
+    # still names it, for the next holder to repair after
+    deadline = time.monotonic() + 30
+    while not guest.run(["flock", "-n", LOCK_FILE, "true"], check=False).ok:
+        assert time.monotonic() < deadline, "the remote kernel lock outlived its holder's connection"
+        time.sleep(0.5)
+    assert f'"pid": {proc.pid},' in guest.read_text(LOCK_FILE)
     left = redis_pids(guest)
     workdirs = guest.run(["sh", "-c", "ls -d /tmp/ostune-redis-* 2>/dev/null || true"]).stdout.split()
     assert left and workdirs  # what a kill -9 leaves on an SSH host
@@ -134,6 +143,7 @@ def test_a_run_after_a_kill_9_restores_the_host_and_clears_the_dead_runs_redis(
     again = ostune("run", "--trials", "1", *common, cwd=tmp_path)
     assert again.returncode == 0, again.stderr + again.stdout
     said = " ".join((again.stderr + again.stdout).split())
+    assert f"recovered what pid {proc.pid} (ostune run, database sqlite:///{db}," in said, said
     assert f"restored vm.swappiness = {original}" in said, said
     for workdir in workdirs:
         assert f"removed {workdir} on ssh://root@127.0.0.1:{guest.port}" in said, said
@@ -147,6 +157,7 @@ def test_a_run_after_a_kill_9_restores_the_host_and_clears_the_dead_runs_redis(
     assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
     assert guest.read_text("/proc/sys/vm/swappiness").strip() == original
     assert query(db, "select status from trials where source = 'try'") == [("aborted",)]
+    assert guest.read_text(LOCK_FILE) == ""  # released, not dropped: nothing for a next holder to repair
 
     # verify reaches the experiment's SSH host without being told its --host-set settings again
     # (stored with the experiment); with the profiles, there is something to verify even when the
@@ -157,6 +168,44 @@ def test_a_run_after_a_kill_9_restores_the_host_and_clears_the_dead_runs_redis(
     assert query(db, "select count(*) from verifications") == [(1,)]
     assert guest.read_text("/proc/sys/vm/swappiness").strip() == original
     assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
+
+
+def test_two_controllers_with_their_own_databases_do_not_tune_one_ssh_host_at_once(
+    guest: QemuHost, image: GuestImage, tmp_path: Path,
+) -> None:
+    """The database host lock cannot see a run that uses another database (another directory,
+    another machine): the remote kernel lock, an flock on the host itself, does. It is the file a
+    local ostune on that machine locks, so that one is kept out too."""
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    first_db, second_db = tmp_path / "first.db", tmp_path / "second.db"
+    common = ["--space", str(space), "--repetitions", "1", "--requests", "300", "--no-profiles", *ssh_args(guest, image)]
+    first = spawn_ostune("run", "--trials", "20", "--db", f"sqlite:///{first_db}", *common, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 600
+        while not try_query(first_db, "select 1 from trials where status = 'running'"):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first run never started a trial"
+            time.sleep(0.5)
+        second = ostune("run", "--trials", "1", "--db", f"sqlite:///{second_db}", *common, cwd=tmp_path)
+        assert second.returncode == 6, second.stderr + second.stdout
+        said = " ".join(second.stderr.split())
+        assert (f"the kernel of ssh://root@127.0.0.1:{guest.port} is already being tuned by pid {first.pid} "
+                f"(ostune run, database sqlite:///{first_db},") in said, said
+        assert try_query(second_db, "select count(*) from trials") in ([], [(0,)])
+        assert not guest.run(["flock", "-n", LOCK_FILE, "true"], check=False).ok
+        # the shell holding the first run's lock ends (as when its connection drops): the first
+        # run can no longer be sure it tunes alone, and stops before its next trial
+        guest.run(["pkill", "-f", f"^sh -c .* sh {LOCK_FILE} "])
+        out, err = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 6, err + out
+    assert f"the kernel lock on ssh://root@127.0.0.1:{guest.port} was lost" in " ".join((err + out).split())
+    assert query(first_db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
+    assert query(first_db, "select count(*) from trials where status = 'succeeded'")[0][0] < 20
 
 
 def test_a_dead_owners_workdir_under_an_apps_own_parent_is_removed_there(
@@ -194,3 +243,25 @@ def test_a_dead_owners_workdir_under_an_apps_own_parent_is_removed_there(
         store.close()
         host.close()
         guest.run(["rm", "-rf", parent])
+
+
+def test_a_remote_kernel_lock_that_cannot_be_taken_is_one_host_error_naming_why(
+    guest: QemuHost, image: GuestImage,
+) -> None:
+    from dataclasses import asdict
+
+    from targets.hosts.remote_lock import RemoteKernelLock
+    from tuner.errors import HostError
+    from tuner.ownership import ProcessIdentity
+
+    host = guest_as_ssh_host(guest, image)
+    try:
+        lock = RemoteKernelLock(host, path="/proc/ostune-nowhere/kernel.lock")
+        with pytest.raises(HostError) as caught:
+            lock.acquire(command="run", database="x", identity=asdict(ProcessIdentity.current()))
+        said = str(caught.value)
+        assert said.startswith(f"cannot take the kernel lock /proc/ostune-nowhere/kernel.lock on {host.key}: ")
+        assert "No such file or directory" in said and "\n" not in said, said
+        assert lock.lost() is None  # nothing held
+    finally:
+        host.close()

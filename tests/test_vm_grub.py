@@ -50,10 +50,16 @@ def test_ssh_host_applies_boot_tokens_via_grub_and_restores(grub_vm: QemuHost, g
         first_boot = host.boot_id()
         original_cmdline = host.read_text("/proc/cmdline").split()
         swappiness = host.read_text("/proc/sys/vm/swappiness").strip()
+        # a run holds the machine's kernel lock across its boot changes: the holding shell dies
+        # with the old boot, and the lock is taken again once the machine answers
+        lock = host.take_kernel_lock(command="run", database="sqlite:///grub.db")
         try:
             assert host.ensure_boot(TOKENS) is True
             second_boot = host.boot_id()
             assert second_boot != first_boot
+            assert lock.lost() is None and host.kernel_lock is lock
+            assert host.run(["flock", "-n", "/run/lock/ostune-kernel.lock", "true"], check=False).exit_code == 1
+            assert '"database": "sqlite:///grub.db"' in host.read_text("/run/lock/ostune-kernel.lock")
             cmdline = host.read_text("/proc/cmdline").split()
             assert all(token in cmdline for token in TOKENS)
             assert host.read_text("/proc/sys/vm/swappiness").strip() == "17"
@@ -70,5 +76,8 @@ def test_ssh_host_applies_boot_tokens_via_grub_and_restores(grub_vm: QemuHost, g
         assert host.read_text("/proc/cmdline").split() == original_cmdline
         assert host.read_text("/proc/sys/vm/swappiness").strip() == swappiness
         assert host.restore_boot() is False  # nothing left to undo
+        assert lock.lost() is None
+        host.release_kernel_lock()
+        assert host.read_text("/run/lock/ostune-kernel.lock") == ""
     finally:
         host.close()

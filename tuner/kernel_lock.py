@@ -16,10 +16,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from tuner.errors import HostError, LockHeldError
+from tuner.ownership import ProcessIdentity
 
 #: on tmpfs: emptied at boot, when every holder is gone anyway
 DEFAULT_PATH = Path("/run/lock/ostune-kernel.lock")
@@ -54,7 +57,10 @@ class KernelLock:
             raise LockHeldError(f"this machine's kernel is already being tuned by {holder}; one ostune process "
                                 "at a time changes it, whatever its database — wait for it, or stop it") from None
         self.previous = _parse(os.pread(fd, 4096, 0))
-        doc = {"pid": os.getpid(), "command": command, "database": database, "since": time.time()}
+        # who holds it, with enough identity for another machine's ostune (tuning this one over
+        # SSH, targets/hosts/remote_lock.py) to tell whether a holder that left it is alive
+        doc = {**asdict(ProcessIdentity.current()), "command": command, "database": database, "host": "local",
+               "since": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(doc).encode(), 0)
         self._fd = fd
@@ -94,7 +100,9 @@ def _parse(content: bytes) -> dict | None:
 
 def describe(doc: dict) -> str:
     since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(doc.get("since", 0))))
-    return f"pid {doc.get('pid')} (ostune {doc.get('command')}, database {doc.get('database')}, since {since})"
+    machine = doc.get("machine")
+    where = f" on {machine}" if machine and machine != socket.gethostname() else ""
+    return f"pid {doc.get('pid')}{where} (ostune {doc.get('command')}, database {doc.get('database')}, since {since})"
 
 
 def _describe(content: bytes) -> str:

@@ -133,6 +133,10 @@ def recover_previous_holder(previous: dict, own: ResultStore | None, message: Ca
     if not url:
         return  # a holder without a database (`spaces --write-back`) wrote back only what it read
     who = describe(previous)
+    if str(previous.get("host") or "local") != "local":
+        # another machine's ostune tuned this one over SSH: its database is there
+        message(_elsewhere_hint(previous, who, str(previous.get("host"))))
+        return
     store = own if own is not None and url == own.describe() else None
     if store is None:
         try:
@@ -166,5 +170,70 @@ def take_kernel_lock(command: str, own: ResultStore | None, message: Callable[[s
             recover_previous_holder(lock.previous, own, message)
     except BaseException:
         lock.release()
+        raise
+    return lock
+
+
+def _elsewhere_hint(previous: dict, who: str, host_key: str) -> str:
+    machine = previous.get("machine") or "the machine it ran on"
+    return (f"{who} did not release the kernel lock of {host_key} (killed, or its connection dropped): if it left "
+            f"values changed there, `ostune restore --host {host_key} --db URL` with its database, on {machine}, puts "
+            "them back")
+
+
+def recover_previous_remote_holder(previous: dict, own: ResultStore | None, host: Host,
+                                   message: Callable[[str], None]) -> None:
+    """`recover_previous_holder` for a machine tuned over SSH (targets/hosts/remote_lock.py): the
+    holder that did not release its kernel lock is judged from its identity. Alive (its connection
+    dropped), it still owns its values and will put them back itself: tuning under it is refused.
+    Dead on this machine: its journal for that host is replayed from its database. Anywhere else:
+    named, with how to restore."""
+    from tuner.errors import LockHeldError, OstuneError
+    from tuner.kernel_lock import describe
+
+    who = describe(previous)
+    pid = previous.get("pid")
+    alive = owner_is_alive(int(pid), previous.get("start_ticks"), str(previous.get("machine") or ""),
+                           str(previous.get("boot_id") or ""), str(previous.get("machine_id") or "")) \
+        if isinstance(pid, int) else None
+    if alive:
+        raise LockHeldError(f"{who} lost its connection to {host.key} but is still running, and will put its values "
+                            "back when it stops: stop it, or wait for it")
+    url = str(previous.get("database") or "")
+    if alive is None or not url:
+        if url:
+            message(_elsewhere_hint(previous, who, host.key))
+        return
+    store = own if own is not None and url == own.describe() else None
+    if store is None:
+        try:
+            store = ResultStore.open(url, create=False)
+        except OstuneError as exc:
+            message(f"{who} died while changing the kernel of {host.key}, and its database cannot be opened from "
+                    f"here ({str(exc).splitlines()[0]}): if it left values changed, `ostune restore --host {host.key} "
+                    "--db URL` with that database puts them back")
+            return
+    try:
+        report = restore_remote(store, host)
+    finally:
+        if store is not own:
+            store.close()
+    for line in report.restored:
+        message(f"recovered what {who} left changed on {host.key}: {line}")
+    if report.failures:
+        raise HostError(f"{who} died leaving values changed on {host.key} that could not be put back "
+                        f"({report.failures[0]}); a new run would take them for the host's own")
+
+
+def take_remote_kernel_lock(host, command: str, own: ResultStore | None,  # type: ignore[no-untyped-def]
+                            message: Callable[[str], None]):
+    """The kernel lock of a machine tuned over SSH (SshHost.take_kernel_lock), taken at once or
+    LockHeldError; what a holder that did not release it left is repaired first."""
+    lock = host.take_kernel_lock(command=command, database=own.describe() if own is not None else "")
+    try:
+        if lock.previous is not None:
+            recover_previous_remote_holder(lock.previous, own, host, message)
+    except BaseException:
+        host.release_kernel_lock()
         raise
     return lock

@@ -12,14 +12,16 @@ import getpass
 import logging
 import re
 import shlex
-import uuid
 import socket
 import time
+import uuid
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
 from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
+from targets.hosts.remote_lock import RemoteKernelLock
 from targets.hosts.workdir_records import WORKDIR_OWNER_FILE, WORKDIR_PROCESSES_FILE, owner_record, parse_listing
 from tuner.errors import ApplyError, BadInputError, HostError, KnobUnavailableError
 from tuner.ownership import ProcessIdentity
@@ -220,6 +222,24 @@ class SshSession:
         code = result.return_code if result.return_code is not None else 255
         return code, result.stdout, result.stderr
 
+    def open_channel(self, command: str):  # type: ignore[no-untyped-def]
+        """A command started on its own channel of this connection and left running: the caller
+        talks to it (stdin, stdout) and closes it (the kernel lock's holding shell)."""
+        import paramiko
+
+        self.open()
+        assert self._conn is not None
+        try:
+            transport = self._conn.client.get_transport()
+            if transport is None:
+                raise paramiko.SSHException("no transport")
+            channel = transport.open_session(timeout=self.connect_timeout_s)
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self.close()
+            raise HostError(f"lost SSH connection to {self.label}: {exc or type(exc).__name__}") from exc
+        return channel
+
 
 class RemoteHost(Host):
     """Host primitives implemented with shell one-liners over an SshSession.
@@ -275,6 +295,10 @@ class RemoteHost(Host):
                 f"{_last_line(err) or _last_line(out) or 'no output'}"
             )
         return result
+
+    def open_channel(self, command_line: str):  # type: ignore[no-untyped-def]
+        """`command_line` (from _command_line) on a channel of its own, left running."""
+        return self._require_session().open_channel(command_line)
 
     def _sh(self, script: str, *args: str, timeout_s: float | None = 60.0) -> CommandResult:
         return self.run(["sh", "-c", script, "sh", *args], check=False, timeout_s=timeout_s)
@@ -549,12 +573,16 @@ class GrubBoot:
         session.close()
         deadline = time.monotonic() + self.reboot_timeout_s
         try:
-            return self.host.wait_for_ssh(deadline, not_boot_id=old)
+            new = self.host.wait_for_ssh(deadline, not_boot_id=old)
         except HostError as exc:
             raise HostError(
                 f"{self.host.key} did not come back within {self.reboot_timeout_s:.0f} s after "
                 f"reboot: {exc}"
             ) from exc
+        lock = getattr(self.host, "kernel_lock", None)
+        if lock is not None:
+            lock.reacquire()  # its holding shell died with the old boot
+        return new
 
     def apply(self, tokens: Sequence[str]) -> bool:
         tokens = check_boot_tokens(tokens)
@@ -656,6 +684,22 @@ class SshHost(RemoteHost):
         self._sudo = user != "root"
         self._checked = False
         self.grub = GrubBoot(self, reboot_timeout_s=reboot_timeout_s)
+        #: held while a run or verify tunes this machine (take_kernel_lock)
+        self.kernel_lock: RemoteKernelLock | None = None
+
+    def take_kernel_lock(self, *, command: str, database: str) -> RemoteKernelLock:
+        """This machine's kernel lock (targets/hosts/remote_lock.py), shared with every ostune
+        process tuning it, here or on other machines; kept across the reboots of boot changes."""
+        if self.kernel_lock is None:
+            lock = RemoteKernelLock(self).acquire(command=command, database=database,
+                                                  identity=asdict(ProcessIdentity.current()))
+            self.kernel_lock = lock
+        return self.kernel_lock
+
+    def release_kernel_lock(self) -> None:
+        lock, self.kernel_lock = self.kernel_lock, None
+        if lock is not None:
+            lock.release()
 
     def _require_session(self) -> SshSession:
         session = super()._require_session()
@@ -688,5 +732,8 @@ class SshHost(RemoteHost):
         return self.grub.restore()
 
     def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
+        try:
+            self.release_kernel_lock()  # released, not dropped: the next holder would repair after us
+        finally:
+            if self._session is not None:
+                self._session.close()

@@ -1,0 +1,129 @@
+"""The kernel lock of a machine reached over SSH: the same flock on the same file as
+tuner/kernel_lock.py, taken by a shell on that machine that lives as long as this process's SSH
+channel to it.
+
+Why a held shell: an flock belongs to an open file, and the file must stay open on the remote
+machine for as long as this process tunes it. The shell opens the lock file, takes the flock
+(flock(1), util-linux), writes its holder's description and then waits on its stdin. When this
+process releases the lock it sends RELEASE: the shell empties the file and exits. When this process
+dies (kill -9) or its connection drops, sshd closes the shell's stdin, and the shell exits without
+emptying the file: the next holder finds the description of a holder that did not release it,
+exactly as on this machine. Because the file is the one a local ostune process on that machine
+uses, a run from here and a run there exclude each other too: they change one kernel.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING
+
+from tuner.errors import HostError, LockHeldError
+from tuner.kernel_lock import DEFAULT_PATH, _parse, describe
+
+if TYPE_CHECKING:
+    from targets.hosts.ssh import RemoteHost
+
+# exit 75: held by another process (EX_TEMPFAIL). `read` returns at RELEASE or at end of input
+# (the channel closed: this process or its connection is gone).
+_HOLD_SCRIPT = """
+f="$1"
+mkdir -p "$(dirname "$f")" || exit 3
+exec 9<>"$f" || exit 3
+if ! flock -n 9; then printf 'HELD %s\\n' "$(cat "$f")"; exit 75; fi
+printf 'PREVIOUS %s\\n' "$(cat "$f")"
+printf '%s' "$2" > "$f"
+echo LOCKED
+read -r line
+if [ "$line" = RELEASE ]; then : > "$f"; fi
+"""
+
+ANSWER_TIMEOUT_S = 30.0
+
+
+class RemoteKernelLock:
+    """KernelLock's interface (acquire, release, previous) plus `lost()`, for a RemoteHost."""
+
+    def __init__(self, host: "RemoteHost", path: str = str(DEFAULT_PATH)) -> None:
+        self.host = host
+        self.path = path
+        self._channel = None  # paramiko Channel of the holding shell
+        self._doc: dict | None = None
+        #: after acquire(): the description a holder that did not release it left, or None
+        self.previous: dict | None = None
+
+    def acquire(self, *, command: str, database: str, identity: dict) -> "RemoteKernelLock":
+        """Take the lock at once or raise LockHeldError naming its holder. `identity`: who this
+        process is (tuner.ownership.ProcessIdentity fields), so the next holder can tell whether
+        a holder that did not release the lock is still alive."""
+        if self._channel is not None:
+            return self
+        doc = {**identity, "command": command, "database": database, "host": self.host.key, "since": time.time()}
+        self._doc = doc
+        self._take(json.dumps(doc))
+        return self
+
+    def _take(self, description: str) -> None:
+        argv = self.host._command_line(["sh", "-c", _HOLD_SCRIPT, "sh", self.path, description])
+        channel = self.host.open_channel(argv)
+        lines = channel.makefile("r")  # one buffered reader: a second would miss what the first read ahead
+        try:
+            channel.settimeout(ANSWER_TIMEOUT_S)
+            answer = lines.readline().rstrip("\n")
+            confirm = lines.readline().strip() if answer.startswith("PREVIOUS") else ""
+        except OSError as exc:  # socket.timeout included
+            channel.close()
+            raise HostError(f"no answer taking the kernel lock {self.path} on {self.host.key}: "
+                            f"{exc or type(exc).__name__}") from None
+        word, _, content = answer.partition(" ")
+        if word == "HELD":
+            channel.close()
+            holder = describe(doc) if (doc := _parse(content.encode())) else "another ostune process"
+            raise LockHeldError(f"the kernel of {self.host.key} is already being tuned by {holder}; one ostune "
+                                "process at a time changes it, whatever its database — wait for it, or stop it")
+        if word != "PREVIOUS":
+            error = channel.makefile_stderr("r").read().decode(errors="replace").strip().splitlines()
+            channel.close()
+            reason = error[-1] if error else answer or "no output"
+            hint = " (install util-linux there: it has flock)" if "flock" in reason and "not found" in reason else ""
+            raise HostError(f"cannot take the kernel lock {self.path} on {self.host.key}: {reason}{hint}")
+        self.previous = _parse(content.encode())
+        if confirm != "LOCKED":
+            channel.close()
+            raise HostError(f"cannot take the kernel lock {self.path} on {self.host.key}: the holding shell said "
+                            f"{confirm!r}")
+        channel.settimeout(None)
+        self._channel = channel
+
+    def lost(self) -> str | None:
+        """Why the lock is no longer held (the holding shell ended: the connection dropped, the
+        machine rebooted), or None while it is."""
+        channel = self._channel
+        if channel is None or not (channel.closed or channel.exit_status_ready()):
+            return None
+        return f"the kernel lock on {self.host.key} was lost (the SSH channel holding it closed)"
+
+    def reacquire(self) -> None:
+        """After a reboot (the holding shell died with the machine, /run was emptied): take the
+        lock again under the same description, or LockHeldError if another process got it first."""
+        if self._doc is None:
+            return
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        self._take(json.dumps(self._doc))
+
+    def release(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is None:
+            return
+        try:
+            if not channel.closed:
+                channel.sendall(b"RELEASE\n")
+                channel.shutdown_write()
+                channel.status_event.wait(10)
+        except OSError:
+            pass  # the connection is gone: the shell ended with it (the next holder repairs)
+        finally:
+            channel.close()
+
