@@ -194,6 +194,11 @@ def test_two_controllers_with_their_own_databases_do_not_tune_one_ssh_host_at_on
                 f"(ostune run, database sqlite:///{first_db},") in said, said
         assert try_query(second_db, "select count(*) from trials") in ([], [(0,)])
         assert not guest.run(["flock", "-n", LOCK_FILE, "true"], check=False).ok
+        # nor does a restore from another database put values back under the live run
+        ResultStore.open(f"sqlite:///{second_db}").close()
+        restore = ostune("restore", "--db", f"sqlite:///{second_db}", *ssh_args(guest, image), cwd=tmp_path)
+        assert restore.returncode == 6 and f"already being tuned by pid {first.pid} " in restore.stderr, \
+            restore.stderr + restore.stdout
         # the shell holding the first run's lock ends (as when its connection drops): the first
         # run can no longer be sure it tunes alone, and stops before its next trial
         guest.run(["pkill", "-f", f"^sh -c .* sh {LOCK_FILE} "])

@@ -647,14 +647,17 @@ def restore(db: str, host_spec: str | None, host_settings: tuple[str, ...]) -> N
     servers and removes its work directories."""
     from tuner.factory import TargetOptions, make_host
     from tuner.outcome import make_console
-    from tuner.recovery import recover_host
+    from tuner.recovery import kernel_lock_held, recover_host
 
     console = make_console()  # one line per value, unwrapped in a cron mail or a journal
     store = open_store(db, create=False, console=console)
     if host_spec:
         host = make_host(TargetOptions(host=host_spec, host_settings=_parse_settings(host_settings, flag="--host-set")))
         try:
-            report = recover_host(store, host)
+            # under its kernel lock: values put back under another database's live run would
+            # spoil its measurements, and its own restore would undo them
+            with kernel_lock_held(host, "restore", store, lambda line: console.print(escape(line))):
+                report = recover_host(store, host)
         finally:
             host.close()
         for line in report.restored:
@@ -723,21 +726,16 @@ def vm_prune(cache_dir: str | None) -> None:
 
 def _read_space_on(host, space, *, write_back: bool):  # type: ignore[no-untyped-def]
     """`spaces --host`: each parameter read there (tuner.host_state.read_parameters). A write-back
-    on this machine races a run's own writes (read 10, the run writes 60, 10 written back), so it
-    holds the kernel lock, repairing first what a holder that died with it left, as a run would."""
-    from targets.hosts.local import LocalHost
+    races a run's own writes (read 10, the run writes 60, 10 written back), so it holds that
+    machine's kernel lock, repairing first what a holder that died with it left, as a run would."""
     from tuner.host_state import read_parameters
-    from tuner.recovery import take_kernel_lock
+    from tuner.recovery import kernel_lock_held
 
-    kernel = None
-    try:
-        if write_back and isinstance(host, LocalHost):
-            kernel = take_kernel_lock("spaces --write-back", None, lambda line: _stderr().print(
-                escape(line), highlight=False, soft_wrap=True))
-        return read_parameters(host, space, write_back=write_back)
-    finally:
-        if kernel is not None:
-            kernel.release()
+    if not write_back:
+        return read_parameters(host, space, write_back=False)
+    with kernel_lock_held(host, "spaces --write-back", None, lambda line: _stderr().print(
+            escape(line), highlight=False, soft_wrap=True)):
+        return read_parameters(host, space, write_back=True)
 
 
 @main.command()

@@ -3,8 +3,9 @@ loss), close its run and mark its in-flight trial aborted. Every `ostune` comman
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from storage.store import ResultStore
 from targets.hosts.base import Host
@@ -237,3 +238,26 @@ def take_remote_kernel_lock(host, command: str, own: ResultStore | None,  # type
         host.release_kernel_lock()
         raise
     return lock
+
+
+@contextmanager
+def kernel_lock_held(host: Host, command: str, own: ResultStore | None, message: Callable[[str], None]) -> Iterator[None]:
+    """The kernel lock of the machine `host` changes, for a command that writes there outside a
+    run (`spaces --write-back`, `restore --host`): this machine's, or an SSH host's; none for the
+    `none` host or a QEMU guest (a run's own)."""
+    from targets.hosts.ssh import SshHost
+
+    if isinstance(host, LocalHost) and host.applies_kernel_params:
+        lock = take_kernel_lock(command, own, message)
+        try:
+            yield
+        finally:
+            lock.release()
+    elif isinstance(host, SshHost):
+        take_remote_kernel_lock(host, command, own, message)
+        try:
+            yield
+        finally:
+            host.release_kernel_lock()
+    else:
+        yield
