@@ -126,6 +126,15 @@ class ResultStore:
             return f"sqlite:///{Path(url.database).resolve()}"
         return url.render_as_string(hide_password=True)
 
+    def files(self) -> list[Path]:
+        """The files a SQLite database lives in (the database and its journals), none for a server:
+        what an output file must never be."""
+        url = self.engine.url
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return []
+        main = Path(url.database).resolve()
+        return [main, *(main.with_name(main.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
+
     def _session(self) -> Session:
         return self._sessions()
 

@@ -271,3 +271,23 @@ def test_headless_chromium_renders_the_report(dbs):
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
     assert (width, height) == (1200, 1800) and len(data) > 50_000  # a blank page compresses to a few KiB
+
+
+def test_an_output_that_is_the_database_being_read_is_refused_and_the_database_kept(dbs):
+    """`--output ostune.db` (a slip for `ostune.csv`) wrote the export over the results."""
+    tmp, db = dbs
+    before = db.read_bytes()
+    link = tmp / "same-file.db"
+    link.unlink(missing_ok=True)
+    link.hardlink_to(db)
+    for args in (("export", "quad-a", "--format", "csv", "--output", str(db)),
+                 ("export", "quad-a", "--format", "sysctl.d", "--output", str(link)),
+                 ("export", "quad-a", "--format", "json", "--output", f"{db}-wal"),
+                 ("report", "quad-a", "--output", str(db))):
+        result = ostune(*args, "--db", f"sqlite:///{db}")
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.startswith(f"error: --output {args[-1]} is the result database being read"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert db.read_bytes() == before
+    assert not Path(f"{db}-wal").exists()
+    assert ostune("show", "quad-a", "--db", f"sqlite:///{db}").returncode == 0

@@ -14,11 +14,22 @@ from rich.table import Table
 from tuner.errors import BadInputError
 
 
-def _write(path: str, text: str) -> None:
+def _write(path: str, text: str, store) -> None:  # type: ignore[no-untyped-def]
+    target = Path(path)
+    if any(_same_file(target, f) for f in store.files()):
+        raise BadInputError(f"--output {path} is the result database being read (or its journal); give another file")
     try:
-        Path(path).write_text(text)
+        target.write_text(text)
     except OSError as exc:
         raise BadInputError(f"--output {path}: {exc.strerror}") from None
+
+
+def _same_file(target: Path, database_file: Path) -> bool:
+    try:
+        return target.resolve() == database_file or (target.exists() and database_file.exists()
+                                                     and os.path.samefile(target, database_file))
+    except OSError:
+        return False
 
 
 def _chosen_trial(store, experiment, trial_number: int | None):  # type: ignore[no-untyped-def]
@@ -96,7 +107,7 @@ def register(main: click.Group) -> None:
         experiment = _experiment(store, name)
         data = rep.load(store, experiment)
         path = output or f"{name}.html"
-        _write(path, rep.render(data))
+        _write(path, rep.render(data), store)
         click.echo(f"wrote {path} ({os.path.getsize(path) // 1024} KiB, {len(data.trials)} trials)")
 
     @main.command()
@@ -157,12 +168,12 @@ def register(main: click.Group) -> None:
                     directory.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise BadInputError(f"--output {directory}: {exc.strerror}") from None
-                _write(str(directory / "tuned.conf"), ex.render_tuned(space, values, summary=summary))
+                _write(str(directory / "tuned.conf"), ex.render_tuned(space, values, summary=summary), store)
                 click.echo(f"wrote tuned profile {directory}/tuned.conf "
                            f"(install: cp -r {directory} /etc/tuned/; tuned-adm profile {directory.name})")
                 return
         if output:
-            _write(output, text)
+            _write(output, text, store)
             click.echo(f"wrote {output}", err=True)
         else:
             click.echo(text, nl=False)
