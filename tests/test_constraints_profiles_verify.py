@@ -57,6 +57,36 @@ def test_relation_violating_configurations_are_never_applied(tmp_path):
     assert rejects[0][0] is not None
 
 
+def test_a_configuration_to_try_that_breaks_a_relation_is_refused_before_anything_is_applied(tmp_path):
+    """--try is the user's own proposal: held to the space's relations like the optimizer's, either
+    from its own values or together with the host's current values for the knobs it leaves out
+    (the `none` host's are the space defaults: dirty_ratio 20)."""
+    space = tmp_path / "space.yaml"
+    space.write_text(RELATION_SPACE)
+    env = {"T_LOG": str(tmp_path / "try.log"), "T_FORMULA": "{'p99_ms': 1.0}"}
+    for tried, message in (
+            ("vm.dirty_background_ratio=40,vm.dirty_ratio=10",
+             "error: --try 'vm.dirty_background_ratio=40,vm.dirty_ratio=10' breaks the space's relation "
+             "vm.dirty_background_ratio < vm.dirty_ratio; give values for which it holds"),
+            ("vm.dirty_background_ratio=30",
+             "error: --try 1 breaks the space's relation vm.dirty_background_ratio < vm.dirty_ratio: "
+             "vm.dirty_background_ratio=30, vm.dirty_ratio=20 (the host's current value); give values for which it holds")):
+        result = ostune("run", "--app", "command", "--host", "none", "--space", str(space), "--command", COMMAND,
+                        "--trials", "3", "--experiment", "t", "--db", f"sqlite:///{tmp_path}/t.db",
+                        "--repetitions", "1", "--try", tried, env=env)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.strip() == message, result.stderr
+        assert not (tmp_path / "try.log").exists()  # nothing was measured, not even the baseline
+        assert not (tmp_path / "t.db").exists()
+    # one that holds with the host's values runs
+    result = ostune("run", "--app", "command", "--host", "none", "--space", str(space), "--command", COMMAND,
+                    "--trials", "2", "--experiment", "t", "--db", f"sqlite:///{tmp_path}/t.db",
+                    "--repetitions", "1", "--try", "vm.dirty_background_ratio=19", env=env)
+    assert result.returncode == 0, result.stderr
+    assert query(tmp_path / "t.db", "select value from trial_params where trial = 2 and param = 'vm.dirty_background_ratio'") \
+        == [(19,)]
+
+
 def test_propose_never_returns_a_violating_configuration_for_many_seeds():
     space = parse_space(RELATION_SPACE)
     for seed in range(6):

@@ -134,9 +134,13 @@ def _tries(texts: tuple[str, ...], space, store, name: str) -> tuple[dict, ...]:
     parsed = []
     for text in texts:
         try:
-            parsed.append(parse_assignment(space, text))
+            values = parse_assignment(space, text)
         except ValueError as exc:
             raise BadInputError(f"--try {text!r}: {exc}") from None
+        # relations whose sides are all given; the others are checked with the host's values
+        for relation in space.satisfies(values):
+            raise BadInputError(f"--try {text!r} breaks the space's relation {relation}; give values for which it holds")
+        parsed.append(values)
     return tuple(parsed)
 
 

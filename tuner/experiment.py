@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 from spaces.model import Space, Value
 from spaces.placeholders import expand
@@ -196,6 +196,7 @@ class ExperimentRunner:
                     if dropped:
                         self.reporter.message(f"--try {number}: {', '.join(dropped)} cannot be set on this host "
                                               "(skipped above); that configuration is measured without it")
+            _check_tries_against_relations(space.subset(report.available), self.settings.tries, report.current)
             self.workload.prepare(self.host, self._endpoint)
             experiment = existing or self.store.create_experiment(
                 name=self.settings.experiment, space=_space_doc(space), space_hash=space.hash(),
@@ -419,3 +420,17 @@ def _proposal_doc(proposal: Proposal | None) -> dict[str, Any]:
         return {}
     return {"engine": proposal.engine, "observations": proposal.observations,
             "propose_ms": round(proposal.propose_ms, 2), **proposal.notes}
+
+
+def _check_tries_against_relations(space: Space, tries: Sequence[Mapping[str, Value]],
+                                   current: Mapping[str, Value]) -> None:
+    """A --try configuration is its values plus the host's current ones for the rest (known only
+    now, after the probe): one breaking a relation of the space is refused before anything is
+    stored or applied, as the optimizer's proposals never break one."""
+    for number, tried in enumerate(tries, start=1):
+        config = {**{n: v for n, v in current.items() if n in space}, **{k: v for k, v in tried.items() if k in space}}
+        for relation in space.satisfies(config):
+            sides = ", ".join(f"{n}={config[n]}" + ("" if n in tried else " (the host's current value)")
+                              for n in relation.names())
+            raise BadInputError(f"--try {number} breaks the space's relation {relation}: {sides}; give values "
+                                "for which it holds")
