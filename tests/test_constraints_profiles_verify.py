@@ -87,6 +87,25 @@ def test_a_configuration_to_try_that_breaks_a_relation_is_refused_before_anythin
         == [(19,)]
 
 
+def test_a_design_point_passed_over_for_a_relation_does_not_make_the_next_proposal_a_repeat():
+    """The k-th proposal is the initial design's k-th point: one passed over for breaking a
+    relation used to make the next proposal the point after it again, measured already (a wasted
+    trial, and three early "measurements" of a random point)."""
+    from tuner.racing import config_key
+
+    space = parse_space(RELATION_SPACE.replace("range: [1, 50], default: 20", "range: [5, 80], default: 20"))
+    for seed in range(1, 8):
+        history = [Observation({"vm.dirty_background_ratio": 10, "vm.dirty_ratio": 20, "x.noise": 0.5},
+                               "succeeded", 1.5, "baseline", 1)]
+        for _ in range(10):
+            proposal = propose(space, history, seed=seed, maximize=False, remaining=20)
+            if proposal.source == "optimizer":
+                assert config_key(space, proposal.params) not in {config_key(space, o.params) for o in history}, \
+                    (seed, len(history), proposal.params)
+            history.append(Observation(proposal.params, "succeeded", 1 + proposal.params["x.noise"], "optimizer",
+                                       len(history) + 1))
+
+
 def test_propose_never_returns_a_violating_configuration_for_many_seeds():
     space = parse_space(RELATION_SPACE)
     for seed in range(6):

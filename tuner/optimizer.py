@@ -594,6 +594,16 @@ def propose(
                         racing=racing, remaining=remaining)
 
 
+def _config_key(space: Space, params: Mapping[str, Any]) -> tuple:
+    return tuple(str(encode(p, params[p.name] if p.name in params else _fallback(p))) for p in space.parameters)
+
+
+def _measured_values(space: Space, pairs: Sequence[tuple[Mapping[str, Any], float]]) -> dict[tuple, float]:
+    """Each configuration already measured (succeeded, failed or infeasible: model_targets' pairs)
+    and the engine value it was told."""
+    return {_config_key(space, params): value for params, value in pairs}
+
+
 def _theta_note(optimizer: Any) -> dict[str, Any]:
     """The engine's fitted hyperparameters for the proposal's notes (the next rebuild starts its
     fit from them), if it has any."""
@@ -633,20 +643,32 @@ def _propose(
                             propose_ms=(time.perf_counter() - started) * 1000.0, source="optimizer",
                             notes={"exploit": True, **_theta_note(optimizer)})
     params = optimizer.ask()
-    rejected = 0
-    if space.relations:
-        rng = np.random.default_rng(step_seed)
-        worst = max((v for _, v in pairs), default=0.0)
-        while space.satisfies(params) and rejected < MAX_RELATION_RETRIES:
+    rejected = repeats = 0
+    # Before the model (the initial design, or an engine without one), a configuration already
+    # measured is passed over: the k-th proposal is the design's k-th point, so one design point
+    # passed over for a relation made the next proposal repeat the point after it, measured
+    # already. With a model, ask() itself never returns a measured configuration.
+    measured = {} if getattr(optimizer, "has_model", False) else _measured_values(space, pairs)
+    rng = np.random.default_rng(step_seed)
+    worst = max((v for _, v in pairs), default=0.0)
+    while rejected + repeats < MAX_RELATION_RETRIES:
+        if space.satisfies(params):
             rejected += 1
             # Tell this throwaway engine the violating point is bad so the next ask moves away.
             optimizer.tell(params, worst + 1.0)
-            params = optimizer.ask() if rejected < 10 else {p.name: sample(p, rng) for p in space.parameters}
-        if space.satisfies(params):
-            from tuner.errors import SpaceError
+        elif (key := _config_key(space, params)) in measured:
+            repeats += 1
+            optimizer.tell(params, measured[key])  # what it measured: true, and moves the design on
+        else:
+            break
+        params = optimizer.ask() if rejected + repeats < 10 else {p.name: sample(p, rng) for p in space.parameters}
+    if space.satisfies(params):
+        from tuner.errors import SpaceError
 
-            raise SpaceError(f"no configuration satisfying the relations found in {rejected} tries")
+        raise SpaceError(f"no configuration satisfying the relations found in {rejected} tries")
     notes: dict[str, Any] = {"relation_rejects": rejected, **_theta_note(optimizer)}
+    if repeats:
+        notes["measured_skipped"] = repeats
     return Proposal(
         params=params, engine=optimizer.name, observations=len(pairs),
         propose_ms=(time.perf_counter() - started) * 1000.0, notes=notes,
