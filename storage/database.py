@@ -10,10 +10,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from alembic.util.exc import CommandError as AlembicError
+from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
+from storage.models import Base
 from tuner.errors import StorageError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -83,7 +85,7 @@ def open_engine(url_text: str = DEFAULT_DB_URL, *, create: bool = True) -> Engin
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
     try:
-        migrate(engine)
+        migrate(engine, shown)
     except OperationalError as exc:
         raise StorageError(f"database {shown}: {_first_line(exc.orig)}") from None
     except SQLAlchemyError as exc:
@@ -98,13 +100,31 @@ def _first_line(error: object) -> str:
     return lines[0] if lines else error.__class__.__name__
 
 
-def migrate(engine: Engine) -> None:
+def migrate(engine: Engine, shown: str | None = None) -> None:
+    """Bring the database to the newest schema. Refused, with the database untouched: a schema
+    revision this ostune does not know (written by a newer one: migrating would fail half way),
+    and a SQLite file that holds other tables but no ostune schema (another program's database:
+    ostune would add its own tables to it, or stop half way on a name both use)."""
     cfg = _alembic_config()
-    head = ScriptDirectory.from_config(cfg).get_current_head()
+    scripts = ScriptDirectory.from_config(cfg)
+    head = scripts.get_current_head()
+    shown = shown or engine.url.render_as_string(hide_password=True)
     with engine.connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
+        tables = set(inspect(conn).get_table_names()) if current is None else set()
     if current == head:
         return
+    if current is not None:
+        try:
+            scripts.get_revision(current)
+        except AlembicError:
+            raise StorageError(f"database {shown} has schema revision {current!r}, which this ostune does not know "
+                               f"(it knows up to {head!r}): it was written by a newer ostune; upgrade ostune to "
+                               "read it") from None
+    elif tables and (engine.url.get_backend_name() == "sqlite" or tables & set(Base.metadata.tables)):
+        listed = ", ".join(sorted(tables)[:5]) + (", …" if len(tables) > 5 else "")
+        raise StorageError(f"database {shown} is not an ostune database (it has tables {listed} and no ostune "
+                           "schema); give a new file, or an empty database")
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -141,3 +141,53 @@ def test_trial_params_shows_whole_numbers_as_written_after_upgrade(tmp_path):
     assert repr(after["read_ahead_kb"]) == "(8192, 8192.0)"  # as sysctl and the space file write it
     assert after["ratio"] == (0.5, 0.5) and after["thp"] == ("never", None)
     assert after["huge"] == (1e30, 1e30)  # beyond INTEGER's range: stays the float it is
+
+
+def _tables(path: Path) -> set[str]:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        return {row[0] for row in conn.execute("select name from sqlite_master where type in ('table', 'view')")}
+
+
+def test_a_database_from_a_newer_ostune_is_refused_in_one_line_and_left_as_it_is(tmp_path):
+    from tests.helpers import ostune
+
+    path = tmp_path / "future.db"
+    ResultStore.open(f"sqlite:///{path}").close()
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        conn.execute(text("update alembic_version set version_num = '0099_from_the_future'"))
+    engine.dispose()
+    before = _tables(path)
+    for args in (("experiments",), ("show", "x"), ("best", "x", "--json")):
+        result = ostune(*args, "--db", f"sqlite:///{path}")
+        assert result.returncode == 3, result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"error: database sqlite:///{path} has schema revision '0099_from_the_future', which this ostune does "
+            f"not know (it knows up to '{ScriptDirectory.from_config(_alembic_config()).get_current_head()}'): it "
+            "was written by a newer ostune; upgrade ostune to read it"], result.stderr
+    assert _tables(path) == before
+
+
+def test_another_programs_sqlite_file_is_refused_not_given_ostunes_tables(tmp_path):
+    """A slip of --db (another tool's database) used to get ostune's 17 tables and views added to
+    it, or, with a table both use (`runs`), a half-made schema that refused every later command."""
+    import sqlite3
+
+    from tests.helpers import ostune
+
+    for table in ("foo", "runs"):
+        path = tmp_path / f"{table}.db"
+        with sqlite3.connect(path) as conn:
+            conn.execute(f"create table {table} (id integer primary key, note text)")
+            conn.execute(f"insert into {table} (note) values ('theirs')")
+        result = ostune("experiments", "--db", f"sqlite:///{path}")
+        assert result.returncode == 3, result.stderr
+        assert result.stderr.strip() == (f"error: database sqlite:///{path} is not an ostune database (it has tables "
+                                          f"{table} and no ostune schema); give a new file, or an empty database")
+        assert _tables(path) == {table}
+    # an empty file (what `touch` or a fresh volume gives) is a new database
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    assert ostune("experiments", "--db", f"sqlite:///{empty}").returncode == 0
