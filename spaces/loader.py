@@ -236,6 +236,10 @@ def _parse_parameter(source: str, name: str, settings: Any, *, stored: bool = Fa
         default = settings["default"]
         if ptype == "categorical" and not isinstance(default, bool):
             default = param.coerce(default)
+        if ptype in ("int", "float") and isinstance(default, float) and not math.isfinite(default):
+            raise fail(f"default {default!r} is not a finite number")
+        if ptype == "int" and isinstance(default, float) and not default.is_integer():
+            raise fail(f"default {default!r} is not a whole number (the type is int)")
         if not param.contains(default):
             allowed = f"[{low}, {high}]" if ptype in ("int", "float") else f"one of {list(choices) or [False, True]}"
             raise fail(f"default {default!r} is outside {allowed}")

@@ -45,7 +45,7 @@ class Parameter:
             return isinstance(value, bool)
         if self.type == "categorical":
             return value in self.choices
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
         if self.type == "int" and float(value) != int(value):
             return False
@@ -244,6 +244,36 @@ def boot_tokens(space: Space, values: Mapping[str, Value]) -> list[str]:
     return tokens
 
 
+_WHOLE_RE = re.compile(r"[+-]?[0-9]+")
+_BOOL_TEXTS = {"1": True, "y": True, "yes": True, "true": True, "on": True,
+               "0": False, "n": False, "no": False, "false": False, "off": False}
+
+
+def _typed_text(param: Parameter, raw: str, name: str) -> Value:
+    """A value the user typed, in the parameter's type, strictly: coerce() is for what the kernel
+    and the database give back (8192.0, 'Y'); a person's `5.7` for an int, `maybe` for a bool or
+    `inf` is a mistake to name, not to round."""
+    if param.type == "int":
+        if not _WHOLE_RE.fullmatch(raw):
+            raise ValueError(f"{name}={raw!r} is not a whole number (an int in [{param.low}, {param.high}])")
+        return int(raw)
+    if param.type == "float":
+        try:
+            number = float(raw)
+        except ValueError:
+            number = math.nan
+        if not math.isfinite(number) or "_" in raw or not raw.isascii():
+            raise ValueError(f"{name}={raw!r} is not a finite number (a float in [{param.low}, {param.high}])")
+        return number
+    if param.type == "bool":
+        texts = {**_BOOL_TEXTS, param.bool_values[0].lower(): False, param.bool_values[1].lower(): True}
+        if raw.lower() not in texts:
+            raise ValueError(f"{name}={raw!r} is not a bool (true/false, 1/0, or the kernel's "
+                             f"{param.bool_values[1]!r}/{param.bool_values[0]!r})")
+        return texts[raw.lower()]
+    return param.coerce(raw)
+
+
 def parse_assignment(space: Space, text: str) -> dict[str, Value]:
     """`name=value,name=value` (a configuration to try) checked against the space.
     Raises ValueError with a one-line reason naming the bad part and what would be valid."""
@@ -258,10 +288,7 @@ def parse_assignment(space: Space, text: str) -> dict[str, Value]:
         if name not in space:
             raise ValueError(f"{name!r} is not a parameter of the space (parameters: {', '.join(space.names)})")
         param = space[name]
-        try:
-            value = param.coerce(raw.strip())
-        except ValueError:
-            raise ValueError(f"{name}={raw.strip()!r} is not a valid {param.type}") from None
+        value = _typed_text(param, raw.strip(), name)
         if not param.contains(value):
             allowed = (f"[{param.low}, {param.high}]" if param.type in ("int", "float")
                        else f"one of {list(param.choices) or [False, True]}")

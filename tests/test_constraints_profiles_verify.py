@@ -361,7 +361,8 @@ def test_when_the_baseline_is_best_there_is_nothing_to_change_or_verify(tmp_path
 def test_verify_bad_input_is_one_line(tmp_path):
     run(tmp_path, VERIFY_SPACE, "{'p99_ms': 1.0 + 0.01 * z}", trials=3)
     db = f"sqlite:///{tmp_path}/t.db"
-    for args, message in ((["nope"], "no experiment named 'nope'"), (["e", "--rounds", "2"], "at least 3 rounds")):
+    for args, message in ((["nope"], "no experiment named 'nope'"), (["e", "--rounds", "2"], "at least 3 rounds"),
+                          (["e", "--rounds", "99999999999999999999"], "--rounds 99999999999999999999: at most 1000")):
         result = ostune("verify", *args, "--db", db)
         assert result.returncode == 2 and message in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1

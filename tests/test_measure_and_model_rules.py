@@ -83,3 +83,22 @@ def test_a_search_whose_trials_all_failed_so_far_moves_on():
         proposal = propose(space, history, seed=3, maximize=False)
         assert proposal.params not in [o.params for o in history], history
         history.append(Observation(proposal.params, "failed", None))
+
+
+@pytest.mark.parametrize("stdout, message", [
+    ("", "command printed nothing"),
+    ("warming up\nnot json", "command's last stdout line is not JSON: 'not json'"),
+    ("[1, 2]", "command's last stdout line must be a non-empty JSON object"),
+    ('{"p99_ms": NaN}', "metric 'p99_ms' is not a finite number: 'nan'"),
+    ('{"p99_ms": "fast"}', "metric 'p99_ms' is not a finite number: 'fast'"),
+    ('{"p99_ms": true}', "metric 'p99_ms' is not a finite number: 'True'"),
+    # an integer beyond any float stopped the whole run (OverflowError) instead of failing the trial
+    ('{"p99_ms": 1' + "0" * 400 + "}", "metric 'p99_ms' is not a finite number: '1000000000"),
+])
+def test_a_commands_metrics_line_that_is_not_finite_numbers_fails_the_trial_with_its_reason(stdout, message):
+    from targets.workloads.command import parse_metrics_line
+
+    assert parse_metrics_line('noise\n{"p99_ms": 1.5, "ops": 2}\n') == {"p99_ms": 1.5, "ops": 2.0}
+    with pytest.raises(WorkloadError) as caught:
+        parse_metrics_line(stdout)
+    assert str(caught.value).startswith(message), str(caught.value)

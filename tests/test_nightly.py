@@ -122,6 +122,9 @@ def test_duration_until_and_noise_rules():
     assert parse_duration("20s") == 20 and parse_duration("1.5m") == 90
     with pytest.raises(BadInputError):
         parse_duration("2 fortnights")
+    assert parse_duration("366d") == 366 * 86400
+    with pytest.raises(BadInputError, match=r"--time-budget '99999999999h' is longer than a year; give at most 366d"):
+        parse_duration("99999999999h")  # was a calendar overflow (internal error) when the deadline was set
     now = datetime(2026, 1, 1, 23, 30).astimezone()
     assert parse_until("06:00", now) == (now + timedelta(days=1)).replace(hour=6, minute=0)
     assert parse_until("23:45", now) == now.replace(minute=45)

@@ -33,6 +33,11 @@ def test_good_settings_pass(settings) -> None:
     ({"retries": None}, "--x-set retries=None: expected an integer"),
     ({"timeout_s": "soon"}, "--x-set timeout_s=soon: expected a number"),
     ({"keep": "maybe"}, "--x-set keep=maybe: expected true or false"),
+    # a timeout of zero or less failed every trial at once, and was stored with the experiment
+    ({"timeout_s": -1}, "--x-set timeout_s=-1: a timeout must be longer than zero"),
+    ({"timeout_s": 0}, "--x-set timeout_s=0: a timeout must be longer than zero"),
+    ({"timeout_s": float("inf")}, "--x-set timeout_s=inf: expected a finite number"),
+    ({"port": float("nan")}, "--x-set port=nan: expected an integer"),
     ({"keep": 1}, "--x-set keep=1: expected true or false"),
 ])
 def test_bad_settings_are_named(settings, message) -> None:

@@ -56,6 +56,9 @@ def test_hash_survives_a_round_trip_through_the_database_form():
     ("parameters:\n  t: {kind: sysfs, type: int, range: [0, 1], path: /sys/../etc/passwd}", "path /sys/../etc/passwd is not a plain absolute path"),
     ("parameters:\n  vm.x: {kind: sysctl, type: float, range: [0, .nan]}", "with two finite numbers"),
     ("parameters:\n  vm.x: {kind: sysctl, type: float, range: [0, .inf]}", "with two finite numbers"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10], default: .inf}", "default inf is not a finite number"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: float, range: [0, 10], default: .nan}", "default nan is not a finite number"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [1, 10], default: 5.5}", "default 5.5 is not a whole number"),
     ("parameters:\n  vm.x: {kind: sysctl, type: categorical, choices: [[1], 2]}", "choice [1] is not a plain value"),
     ("parameters:\n  vm.x: {kind: sysctl, type: categorical, choices: [~, a]}", "choice None is not a plain value"),
     ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10], bool_values: [N, Y]}", "bool_values is for type bool, not int"),
@@ -133,7 +136,14 @@ def test_a_stored_space_is_read_under_the_rules_of_its_day():
 @pytest.mark.parametrize("text, message", [
     ("vm.swappiness", "'vm.swappiness' is not name=value"),
     ("vm.nope=1", "'vm.nope' is not a parameter of the space (parameters: vm.swappiness, thp, "),
-    ("vm.swappiness=abc", "vm.swappiness='abc' is not a valid int"),
+    ("vm.swappiness=abc", "vm.swappiness='abc' is not a whole number (an int in [0, 100])"),
+    # a person's typo is named, not rounded or taken for something else
+    ("vm.swappiness=5.7", "vm.swappiness='5.7' is not a whole number"),
+    ("vm.swappiness=inf", "vm.swappiness='inf' is not a whole number"),
+    ("vm.swappiness=1e400", "vm.swappiness='1e400' is not a whole number"),
+    ("vm.swappiness=1_0", "vm.swappiness='1_0' is not a whole number"),
+    ("vm.swappiness=\uff15", "vm.swappiness='\uff15' is not a whole number"),
+    ("nosmt=maybe", "nosmt='maybe' is not a bool (true/false, 1/0, or the kernel's '1'/'0')"),
     ("vm.swappiness=500", "vm.swappiness='500' is outside [0, 100]"),
     ("thp=sometimes", "thp='sometimes' is outside one of ['always', 'madvise', 'never']"),
     ("vm.swappiness=5,vm.swappiness=6", "'vm.swappiness' is given twice"),
@@ -144,6 +154,7 @@ def test_a_configuration_to_try_is_checked_against_the_space(text, message):
 
     space = parse_space(VALID, source="s.yaml")
     assert parse_assignment(space, "vm.swappiness=5, thp=never") == {"vm.swappiness": 5, "thp": "never"}
+    assert parse_assignment(space, "vm.swappiness=+7,nosmt=Yes") == {"vm.swappiness": 7, "nosmt": True}
     with pytest.raises(ValueError) as caught:
         parse_assignment(space, text)
     assert str(caught.value).startswith(message), str(caught.value)

@@ -42,7 +42,13 @@ def parse_duration(text: str, *, option: str = "--time-budget") -> float:
         pos = match.end()
     if total <= 0:
         raise BadInputError(f"{option} {text!r} must be longer than zero")
+    if total > MAX_DURATION_S:
+        raise BadInputError(f"{option} {text!r} is longer than a year; give at most 366d (8784h)")
     return total
+
+
+#: a year: a budget past it is a typo, and a deadline far enough out overflows the calendar
+MAX_DURATION_S = 366 * 86400.0
 
 
 def parse_until(text: str, now: datetime | None = None) -> datetime:

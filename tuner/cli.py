@@ -593,10 +593,13 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
     from tuner.outcome import make_console
     from tuner.progress import ConsoleReporter
     from tuner.stored_settings import verify_options
-    from tuner.verify import MIN_ROUNDS, NothingToVerify, Verifier, render
+    from tuner.verify import MAX_ROUNDS, MIN_ROUNDS, NothingToVerify, Verifier, render
 
     if rounds < MIN_ROUNDS:
         raise BadInputError(f"--rounds {rounds}: a confidence interval needs at least {MIN_ROUNDS} rounds")
+    if rounds > MAX_ROUNDS:
+        # the whole schedule is drawn up front: a typo'd 10**20 rounds filled memory for minutes
+        raise BadInputError(f"--rounds {rounds}: at most {MAX_ROUNDS} (each round measures every configuration once)")
     out = make_console(stderr=as_json)
     store = open_store(db, create=False, console=out)
     experiment = _experiment(store, name)

@@ -38,6 +38,8 @@ from tuner.errors import AppError, BadInputError, HostError, WorkloadError
 RESAMPLES = 10_000
 LEVEL = 0.95
 MIN_ROUNDS = 3
+#: a bound for typos (a round measures every configuration once: 1000 is days of Redis)
+MAX_ROUNDS = 1000
 DEFAULT_ROUNDS = 6
 #: metrics reported besides the experiment's objective, when the workload reports them
 EXTRA_METRICS = ("p99_ms", "p999_ms")

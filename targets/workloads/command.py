@@ -34,9 +34,13 @@ def parse_metrics_line(stdout: str) -> dict[str, float]:
         raise WorkloadError(f"command's last stdout line must be a non-empty JSON object, got {last[:80]!r}")
     metrics: dict[str, float] = {}
     for key, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise WorkloadError(f"metric {key!r} is not a finite number: {value!r}")
-        metrics[str(key)] = float(value)
+        try:
+            number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+        except OverflowError:  # a JSON integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):
+            raise WorkloadError(f"metric {key!r} is not a finite number: {str(value)[:40]!r}")
+        metrics[str(key)] = number
     return metrics
 
 
