@@ -297,6 +297,28 @@ def test_verify_interleaves_stores_and_establishes_a_real_improvement(tmp_path):
     assert "(vm.swappiness) can keep the host's values (verified: p99_ms x0." in html
 
 
+def test_the_experiments_list_does_not_call_a_recommendation_verified_that_verify_never_measured(tmp_path):
+    """Trials after a verify can move the recommendation to a configuration it did not measure;
+    the list showed the old configuration's "yes" next to it (a nightly job deploying from it
+    would deploy an unverified configuration)."""
+    formula = "{'p99_ms': (1 + abs(p['x.a'] - 7) / 5 + abs(p['vm.swappiness'] - 37) / 50) * math.exp(0.01 * z)}"
+    run(tmp_path, VERIFY_SPACE, formula, trials=6)
+    db = f"sqlite:///{tmp_path}/t.db"
+    verified = ostune("verify", "e", "--db", db, "--rounds", "3", "--repetitions", "1", "--no-profiles",
+                      env={"T_LOG": str(tmp_path / "v.log"), "T_FORMULA": formula})
+    assert verified.returncode == 0, verified.stderr
+    before = json.loads(ostune("best", "e", "--db", db, "--json").stdout)
+    assert before["verification"] is not None
+    # the optimum, measured three times: the recommendation now
+    run(tmp_path, VERIFY_SPACE, formula, *["--try", "vm.swappiness=37,x.a=7"] * 3, "--no-profiles", trials=3)
+    after = json.loads(ostune("best", "e", "--db", db, "--json").stdout)
+    assert after["params"] == {"vm.swappiness": 37, "x.a": 7} != before["params"]
+    assert after["verified"] is False and after["verification"] is None
+    row = next(line for line in ostune("experiments", "--db", db).stdout.splitlines() if line.split()[0] == "e")
+    assert f"- (trial {after['trial']} not verified)" in row, row
+    assert "yes" not in row.split() and "no" not in row.split(), row
+
+
 def test_verify_does_not_certify_an_unchanged_configuration(tmp_path):
     formula = "{'p99_ms': math.exp(0.2 * z)}"  # nothing matters: 20% noise, like Redis p99
     run(tmp_path, VERIFY_SPACE, formula, trials=12)

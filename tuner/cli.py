@@ -443,7 +443,7 @@ def experiments(db: str) -> None:
 
     store = open_store(db, create=False)
     summaries = store.summaries()
-    verified = {s.name: _verify_cell(latest_results(store, s.id), s.objective) for s in summaries}
+    verified = {s.name: _verify_cell(store, s, latest_results(store, s.id)) for s in summaries}
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
     # The name is what every other command takes and the best value is the point: never cut,
     # whatever the terminal's width (80 columns off a terminal); the other columns give way.
@@ -465,12 +465,24 @@ def experiments(db: str) -> None:
     make_console().print(table)
 
 
-def _verify_cell(results: list[dict], objective: str) -> str:
+def _verify_cell(store, summary, results: list[dict]) -> str:  # type: ignore[no-untyped-def]
     """The latest verification of the recommended configuration, in a few characters: its ratio
-    to the baseline and whether the 95% interval excludes no change."""
-    result = next((r for r in results if r["label"] == "recommended" and r["metric"] == objective), None)
+    to the baseline and whether the 95% interval excludes no change. Trials run since may have
+    moved the recommendation to a configuration that verification did not measure: then (only
+    then, it costs a model fit) the recommendation is worked out again, as `ostune best` does."""
+    result = next((r for r in results if r["label"] == "recommended" and r["metric"] == summary.objective), None)
     if result is None or result["relative"] is None:
         return "-"
+    if any(t.started_at > result["verified_at"] for t in store.trials(summary.id)):
+        from tuner.recommend import recommend
+
+        experiment = store.get_experiment(summary.name)
+        choice = recommend(store, experiment) if experiment is not None else None
+        if choice is None:
+            return "-"
+        result = choice.verification
+        if result is None or result.get("relative") is None:
+            return f"- (trial {choice.trial.number} not verified)"
     verdict = "yes" if result["established"] else "no"
     return f"{verdict} x{result['relative']:.3f}"
 

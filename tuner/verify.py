@@ -117,7 +117,8 @@ def latest_results(store: ResultStore, experiment_id: int) -> list[dict[str, Any
         if row is None:
             return []
         return [
-            {"verification": row.id, "label": r.label, "trial": r.trial_number, "metric": r.metric,
+            {"verification": row.id, "verified_at": row.created_at, "label": r.label, "trial": r.trial_number,
+             "metric": r.metric,
              "samples": r.samples, "median": r.median, "relative": r.relative, "ci_low": r.ci_low,
              "ci_high": r.ci_high, "established": bool(r.established), "params": r.params_json}
             for r in session.scalars(select(VerificationResult).where(
