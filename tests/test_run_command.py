@@ -23,6 +23,30 @@ def run_quadratic(space_file, db, trials, *extra):
                   "--db", f"sqlite:///{db}", "--seed", "7", "--repetitions", "2", *extra)
 
 
+def test_a_resumed_command_experiment_reuses_its_command_and_seed_and_refuses_others(tmp_path, space_file):
+    """The command is the command workload's whole set-up: left out on resume it is the stored
+    one; another one (a different script under the same name) was run and stored silently."""
+    db = tmp_path / "c.db"
+    assert run_quadratic(space_file, db, 3).returncode == 0
+    resumed = ostune("run", "--app", "command", "--host", "none", "--experiment", "quad", "--trials", "1",
+                     "--db", f"sqlite:///{db}", "--repetitions", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert query(db, "select count(*) from trials where status = 'succeeded'") == [(4,)]
+    for extra, message in (
+            (("--command", "python3 other.py"), "error: --command 'python3 other.py': experiment 'quad' measures "),
+            (("--command", QUADRATIC_COMMAND, "--seed", "8"),
+             "error: --seed 8: experiment 'quad' keeps the seed it was created with (7); leave --seed out")):
+        refused = ostune("run", "--app", "command", "--host", "none", "--experiment", "quad", "--trials", "1",
+                         "--db", f"sqlite:///{db}", *extra)
+        assert refused.returncode == 2 and refused.stderr.startswith(message), refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    assert query(db, "select count(*) from trials") == [(4,)]
+    # a new experiment still needs its command
+    new = ostune("run", "--app", "command", "--host", "none", "--experiment", "other", "--space", str(space_file),
+                 "--db", f"sqlite:///{db}")
+    assert new.returncode == 2 and "--app command needs --command" in new.stderr, new.stderr
+
+
 def test_resume_continues_numbering_and_the_model_sees_all_earlier_trials(tmp_path, space_file):
     db = tmp_path / "r.db"
     first = run_quadratic(space_file, db, 5)

@@ -343,7 +343,10 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     options = TargetOptions(app=app, command=command, host=host_spec, workload=workload_settings,
                             app_settings=_app_settings(app, app_settings, dsn),
                             host_settings=_parse_settings(host_settings, flag="--host-set"))
-    app_obj, workload = make_app_and_workload(options)
+    # a resumed command experiment may leave its --command out (the stored one is reused)
+    defer_workload = app == "command" and not command and experiment_name is not None
+    if not defer_workload:
+        app_obj, workload = make_app_and_workload(options)
     if experiment_name is not None and not experiment_name.strip():
         raise BadInputError("--experiment: give a name (e.g. redis-nightly)")
     name = experiment_name or f"{app}-{space.name if space else 'space'}"
@@ -355,6 +358,8 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
             options = resumed_options(options, existing)
             app_obj, workload = make_app_and_workload(options)
         else:
+            if defer_workload:
+                make_app_and_workload(options)  # refuses: a new command experiment needs its --command
             _check_new_experiment_name(name)
             if space is None:
                 if app == "command":

@@ -125,6 +125,15 @@ def resolve_experiment(
         raise BadInputError(
             f"experiment {name!r} tunes app {existing.target.get('app')!r}, not {target.get('app')!r}"
         )
+    stored_command = existing.target.get("command")
+    if stored_command is not None and target.get("command") != stored_command:
+        # the command is the workload: another one measures something else under the same name
+        raise BadInputError(
+            f"--command {target.get('command')!r}: experiment {name!r} measures {stored_command!r}; another "
+            "command makes its trials incomparable (use a new --experiment name, or leave --command out)")
+    if settings.seed is not None and settings.seed % 2**32 != existing.seed % 2**32:
+        raise BadInputError(f"--seed {settings.seed}: experiment {name!r} keeps the seed it was created with "
+                            f"({existing.seed}); leave --seed out")
     return existing, stored
 
 

@@ -95,7 +95,9 @@ def resumed_options(options: "TargetOptions", experiment: "ExperimentRecord") ->
     settings = experiment.settings
     same_host = options.host == host_spec_for(str(target.get("host")))
     return TargetOptions(
-        app=options.app, command=options.command, host=options.host,
+        # the command workload's command is its whole set-up: reused when left out (a different
+        # one is refused by resolve_experiment)
+        app=options.app, command=options.command or target.get("command"), host=options.host,
         workload=reuse_measured(settings.get("workload"), options.workload, what="workload setting",
                                 experiment=experiment.name),
         app_settings=reuse_measured(_stored_app_settings(experiment), options.app_settings, what="--app-set",
