@@ -90,6 +90,11 @@ def test_sysctl_d_export_is_key_equals_value_lines_of_the_recommended_trial(dbs)
     assert pairs == {"vm.swappiness": str(best["params"]["vm.swappiness"]),
                      "net.ipv4.tcp_rmem": best["params"]["net.ipv4.tcp_rmem"]}
     assert f"trial {best['trial']}" in out.read_text().splitlines()[0]
+    # the objective `best` gives (the median of the configuration's measurements), not its first trial's
+    header = out.read_text().splitlines()[0]
+    assert f"p99_ms = {best['objective']:.4g}" in header, (header, best["objective"])
+    if best["measurements"] > 1:
+        assert f"median of {best['measurements']}" in header, header
 
 
 def test_tuned_profile_parses_with_configparser_and_has_the_expected_sections(dbs):
@@ -291,3 +296,25 @@ def test_an_output_that_is_the_database_being_read_is_refused_and_the_database_k
     assert db.read_bytes() == before
     assert not Path(f"{db}-wal").exists()
     assert ostune("show", "quad-a", "--db", f"sqlite:///{db}").returncode == 0
+
+
+def test_compare_gives_no_ratio_across_objectives_and_shows_names_as_they_are(dbs):
+    """ops/s over ms is no ratio, "not comparable" or not; a name with brackets is a name, not
+    markup (`[red]` vanished from the table's header)."""
+    tmp, db = dbs
+    name = "max[red]imum"
+    made = ostune("run", "--app", "command", "--host", "none", "--space", str(tmp / "quad.yaml"), "--command",
+                  QUADRATIC_COMMAND, "--trials", "2", "--experiment", name, "--db", f"sqlite:///{db}",
+                  "--objective", "ops_per_s", "--maximize", "--repetitions", "1", "--seed", "7")
+    assert made.returncode == 0, made.stderr
+    doc = json.loads(ostune("compare", "quad-a", name, "--db", f"sqlite:///{db}", "--json").stdout)
+    assert doc["same_objective"] is False and doc["recommended_ratio"] is None and doc["best_ratio"] is None
+    text = ostune("compare", "quad-a", name, "--db", f"sqlite:///{db}", env={"COLUMNS": "200"}).stdout
+    assert f"quad-a vs {name}" in text and text.count(name) >= 3, text  # title and both tables' headers
+    assert f"no ratio: quad-a optimizes minimize p99_ms, {name} maximize ops_per_s" in text, text
+    assert " = " not in text.splitlines()[-1], text
+    # a tuned profile's default directory is one plain name here
+    exported = ostune("export", name, "--db", f"sqlite:///{db}", "--format", "tuned", cwd=tmp)
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp / "ostune-max-red-imum" / "tuned.conf").is_file()
+    assert "tuned-adm profile ostune-max-red-imum" in exported.stdout

@@ -110,6 +110,10 @@ def test_json_summary_matches_the_database(tmp_path, space_file):
     best = query(db, "select trial, objective from trial_results order by objective limit 1")[0]
     assert (summary["best"]["trial"], summary["best"]["objective"]) == best
     assert summary["trials_run"] == 3 == summary["total_trials"]
+    # parameter values in their types everywhere in it (x.a is an int: 5, not the database's 5.0)
+    for doc in (summary["best"], summary["baseline"], summary["recommended"]):
+        assert isinstance(doc["params"]["x.a"], int) and not isinstance(doc["params"]["x.a"], bool), doc
+    assert summary["baseline"]["params"]["x.a"] == 5
 
 
 def test_failed_trials_are_stored_with_their_error_and_the_run_goes_on(tmp_path):
@@ -329,6 +333,8 @@ def test_bad_input_on_a_first_run_is_one_line_and_leaves_no_database(tmp_path, s
 
 @pytest.mark.parametrize("args, message", [
     (("run", "--trials", "0"), "error: Invalid value for '--trials': 0 is not in the range x>=1. (see `ostune run --help`)"),
+    # stored in a signed 32-bit column (PostgreSQL's integer): a larger seed would fail there
+    (("run", "--seed", "2147483648"), "error: Invalid value for '--seed': 2147483648 is not in the range 0<=x<=2147483647."),
     (("show",), "error: Missing argument 'NAME'. (see `ostune show --help`)"),
     (("bogus",), "error: No such command 'bogus'. (see `ostune --help`)"),
     (("run", "--engine", "foo"), "error: Invalid value for '--engine': 'foo' is not one of 'skopt', 'random'."),

@@ -265,7 +265,8 @@ def _app_settings(app: str, pairs: tuple[str, ...], dsn: str | None) -> dict[str
               help="Trials to run now [default: 10; with a budget option: until the budget ends].")
 @click.option("--experiment", "experiment_name", default=None, help="Experiment name (default: APP-SPACE).")
 @db_option
-@click.option("--seed", default=None, type=click.IntRange(0, 2**32 - 1), help="Optimizer seed (stored; default random).")
+@click.option("--seed", default=None, type=click.IntRange(0, 2**31 - 1),
+              help="Optimizer seed (stored, in a 32-bit column on every database; default random).")
 @click.option("--objective", default="p99_ms", show_default=True, help="Metric to optimize.")
 @click.option("--maximize", is_flag=True, help="Maximize the objective instead of minimizing it.")
 @click.option("--repetitions", default=5, show_default=True, type=click.IntRange(min=1),

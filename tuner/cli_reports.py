@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ def _same_file(target: Path, database_file: Path) -> bool:
 
 
 def _chosen_trial(store, experiment, trial_number: int | None):  # type: ignore[no-untyped-def]
+    """The trial to export, why, and its objective as `ostune best` gives it (the median over
+    every measurement of the recommended configuration, not its first trial's)."""
     from tuner.recommend import recommend
 
     if trial_number is not None:
@@ -41,11 +44,13 @@ def _chosen_trial(store, experiment, trial_number: int | None):  # type: ignore[
             raise BadInputError(f"experiment {experiment.name!r} has no trial {trial_number}")
         if trial.status != "succeeded":
             raise BadInputError(f"trial {trial_number} of {experiment.name!r} did not succeed ({trial.status})")
-        return trial, f"trial {trial_number} (chosen with --trial)"
+        return trial, f"trial {trial_number} (chosen with --trial)", f"{trial.objective:.4g}"
     choice = recommend(store, experiment)
     if choice is None:
         raise BadInputError(f"experiment {experiment.name!r} has no succeeded trial yet")
-    return choice.trial, choice.reason
+    objective = choice.objective if choice.objective is not None else choice.trial.objective
+    spread = f" median of {choice.measurements}" if choice.measurements > 1 else ""
+    return choice.trial, choice.reason, f"{objective:.4g}{spread}"
 
 
 def describe_values(param) -> str:  # type: ignore[no-untyped-def]
@@ -149,10 +154,9 @@ def register(main: click.Group) -> None:
                 values = _minimal_or_refuse(experiment.name, choice).changes()
                 summary = ex.minimal_summary(experiment, choice)
             else:
-                trial, reason = _chosen_trial(store, experiment, trial_number)
+                trial, reason, objective = _chosen_trial(store, experiment, trial_number)
                 values = trial.params
-                summary = (f"ostune {experiment.name} trial {trial.number}: {experiment.objective} = "
-                           f"{trial.objective:.4g} ({reason})")
+                summary = f"ostune {experiment.name} trial {trial.number}: {experiment.objective} = {objective} ({reason})"
             if fmt == "sysctl.d":
                 text = ex.render_sysctl_d(space, values, header=summary) + "\n"
             elif fmt == "grub":
@@ -161,7 +165,9 @@ def register(main: click.Group) -> None:
                 except ValueError as exc:
                     raise BadInputError(str(exc)) from None
             else:
-                directory = Path(output or f"ostune-{experiment.name}")
+                # the default is one directory here named after the experiment: a `/` in the name
+                # made nested ones, and tuned profile names are plain words
+                directory = Path(output or "ostune-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", experiment.name).strip("-."))
                 if directory.exists() and not directory.is_dir():
                     raise BadInputError(f"--output {directory}: exists and is not a directory (tuned profiles are directories)")
                 try:
@@ -208,8 +214,8 @@ def _print_compare(doc: dict[str, Any]) -> None:
     a, b = doc["a"], doc["b"]
     table = Table(title=f"{escape(a['experiment'])} vs {escape(b['experiment'])}")
     table.add_column("")
-    table.add_column(a["experiment"], justify="right")
-    table.add_column(b["experiment"], justify="right")
+    table.add_column(escape(a["experiment"]), justify="right")
+    table.add_column(escape(b["experiment"]), justify="right")
     rows = [("objective", "objective"), ("trials", "trials"), ("succeeded", "succeeded"),
             ("baseline", "baseline_objective"),
             ("recommended (median)", "recommended_objective"), ("recommended trial", "recommended_trial"),
@@ -225,23 +231,27 @@ def _print_compare(doc: dict[str, Any]) -> None:
                 return f"{value:+.1%}"
             if key == "minimal_kept":  # none: no model yet, or every changed knob counts
                 return escape(", ".join(value)) if value else "-"
-            return "-" if value is None else format_value(value)
+            return "-" if value is None else escape(format_value(value))
         table.add_row(label, cell(a), cell(b))
     console.print(table)
     if doc["params"]:
         params = Table(title="recommended configurations")
         params.add_column("parameter")
-        params.add_column(a["experiment"])
-        params.add_column(b["experiment"])
+        params.add_column(escape(a["experiment"]))
+        params.add_column(escape(b["experiment"]))
         for row in doc["params"]:
             style = "bold" if row["differs"] else None
-            params.add_row(row["name"], format_value(row["a"]) if row["a"] is not None else "-",
-                           format_value(row["b"]) if row["b"] is not None else "-", style=style)
+            params.add_row(escape(row["name"]), escape(format_value(row["a"])) if row["a"] is not None else "-",
+                           escape(format_value(row["b"])) if row["b"] is not None else "-", style=style)
         console.print(params)
-    caveat = "" if doc["comparable"] else " (not comparable: different objective or host)"
+    names = f"{escape(b['experiment'])} / {escape(a['experiment'])}"
+    if not doc["same_objective"]:
+        console.print(f"no ratio: {escape(a['experiment'])} optimizes {a['objective']}, {escape(b['experiment'])} "
+                      f"{b['objective']}", highlight=False)
+        return
+    caveat = "" if doc["comparable"] else " (measured on different hosts)"
     if doc.get("recommended_ratio") is not None:
-        console.print(f"recommended {a['objective']} (medians): {b['experiment']} / {a['experiment']} = "
-                      f"{doc['recommended_ratio']:.3f}{caveat}", highlight=False)
+        console.print(f"recommended {a['objective']} (medians): {names} = {doc['recommended_ratio']:.3f}{caveat}",
+                      highlight=False)
     if doc.get("best_ratio") is not None:
-        console.print(f"best single trial {a['objective']}: {b['experiment']} / {a['experiment']} = "
-                      f"{doc['best_ratio']:.3f}{caveat}", highlight=False)
+        console.print(f"best single trial {a['objective']}: {names} = {doc['best_ratio']:.3f}{caveat}", highlight=False)

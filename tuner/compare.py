@@ -9,8 +9,9 @@ from storage.store import ExperimentRecord, ResultStore
 
 def _side(store: ResultStore, experiment: ExperimentRecord) -> dict[str, Any]:
     from tuner.budget import improved_beyond_noise
-    from tuner.experiment import baseline_trial, best_trial
+    from tuner.experiment import baseline_trial, best_trial, stored_space
     from tuner.outcome import is_verified
+    from tuner.racing import typed_params
     from tuner.recommend import recommend
 
     trials = store.trials(experiment.id)
@@ -31,7 +32,7 @@ def _side(store: ResultStore, experiment: ExperimentRecord) -> dict[str, Any]:
         "improved": improved_beyond_noise(trials, experiment.maximize),
         "verified": bool(choice and choice.verified) or is_verified(store, experiment, choice.trial.number if choice else None),
         "host": experiment.target.get("host"), "kernel": facts.get("kernel"),
-        "best_params": best.params if best else {},
+        "best_params": typed_params(stored_space(experiment), best.params) if best else {},
         # what `ostune best` recommends and `ostune export` deploys: not the luckiest single trial
         "recommended_trial": choice.trial.number if choice else None,
         "recommended_objective": choice.objective if choice else None,
@@ -49,10 +50,13 @@ def compare_experiments(store_a: ResultStore, a: ExperimentRecord, store_b: Resu
     for name in names:
         va, vb = side_a["recommended_params"].get(name), side_b["recommended_params"].get(name)
         params.append({"name": name, "a": va, "b": vb, "differs": va != vb})
-    comparable = side_a["objective"] == side_b["objective"] and side_a["host"] == side_b["host"]
-    return {"a": side_a, "b": side_b, "params": params, "comparable": comparable,
-            "best_ratio": _ratio(side_a["best_objective"], side_b["best_objective"]),
-            "recommended_ratio": _ratio(side_a["recommended_objective"], side_b["recommended_objective"]),
+    same_objective = side_a["objective"] == side_b["objective"]
+    comparable = same_objective and side_a["host"] == side_b["host"]
+    # a ratio of two different metrics (ops/s over ms) means nothing, whatever the caveat: none
+    return {"a": side_a, "b": side_b, "params": params, "comparable": comparable, "same_objective": same_objective,
+            "best_ratio": _ratio(side_a["best_objective"], side_b["best_objective"]) if same_objective else None,
+            "recommended_ratio": (_ratio(side_a["recommended_objective"], side_b["recommended_objective"])
+                                  if same_objective else None),
             "same_space": a.space_hash == b.space_hash}
 
 

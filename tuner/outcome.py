@@ -116,11 +116,16 @@ def exit_code(stopped_by: str | None, improved: bool, *, explicit_trials: bool, 
     return EXIT_OK if improved else EXIT_NOTHING_IMPROVED
 
 
-def _trial_doc(t: TrialRecord | None) -> dict[str, Any] | None:
+def _trial_doc(t: TrialRecord | None, space) -> dict[str, Any] | None:  # type: ignore[no-untyped-def]
+    from tuner.racing import typed_params
+
     if t is None:
         return None
+    # values in their parameters' types (8192, true), as `best --json` gives them, not the
+    # database's floats (8192.0, 1.0)
     return {"trial": t.number, "objective": t.objective, "objective_sd": t.objective_sd,
-            "repetitions": t.repetitions, "source": t.source, "params": t.params, "metrics": t.metrics}
+            "repetitions": t.repetitions, "source": t.source, "params": typed_params(space, t.params),
+            "metrics": t.metrics}
 
 
 def summary_doc(store: ResultStore, experiment: ExperimentRecord, *, trials_run: int, stop_reason: str,
@@ -147,6 +152,7 @@ def summary_doc(store: ResultStore, experiment: ExperimentRecord, *, trials_run:
     info = latest_verification(store, experiment.id)
     code = exit_code(stopped_by, improved, explicit_trials=explicit_trials, trials_run=trials_run)
     this_run = [t for t in trials if run_id is not None and t.run_id == run_id]
+    space = stored_space(experiment)
     return {
         "experiment": experiment.name,
         "objective": experiment.objective,
@@ -154,13 +160,13 @@ def summary_doc(store: ResultStore, experiment: ExperimentRecord, *, trials_run:
         "trials_run": trials_run,
         "total_trials": len(trials),
         "statuses_this_run": {s: sum(1 for t in this_run if t.status == s) for s in sorted({t.status for t in this_run})},
-        "best": _trial_doc(best),
-        "baseline": _trial_doc(baseline),
+        "best": _trial_doc(best, space),
+        "baseline": _trial_doc(baseline, space),
         "baseline_objective": baseline.objective if baseline else None,
         "improvement": improvement,
         "improved": improved,
         "recommended_trial": recommended,
-        "recommended": recommendation_doc(experiment, stored_space(experiment), choice) if choice is not None else None,
+        "recommended": recommendation_doc(experiment, space, choice) if choice is not None else None,
         "minimal": minimal_doc(choice) if choice is not None else None,
         "verified": verified,
         "verification": ({"id": info.verification_id, "rounds": info.rounds, "created_at": info.created_at,
