@@ -318,3 +318,17 @@ def test_compare_gives_no_ratio_across_objectives_and_shows_names_as_they_are(db
     assert exported.returncode == 0, exported.stderr
     assert (tmp / "ostune-max-red-imum" / "tuned.conf").is_file()
     assert "tuned-adm profile ostune-max-red-imum" in exported.stdout
+
+
+def test_a_report_on_a_name_the_plot_font_lacks_prints_no_warnings(tmp_path):
+    """matplotlib warned once per missing glyph, naming its own source files, on the terminal."""
+    space = tmp_path / "s.yaml"
+    space.write_text("parameters:\n  x.a: {kind: sysctl, type: int, range: [0, 10], default: 5}\n")
+    db = f"sqlite:///{tmp_path}/c.db"
+    made = ostune("run", "--app", "command", "--host", "none", "--space", str(space), "--command",
+                  QUADRATIC_COMMAND.replace("(p['x.b'])", "(10)").replace("(p['x.c']!='q')", "0"), "--trials", "3",
+                  "--experiment", "東京", "--db", db, "--repetitions", "1")
+    assert made.returncode == 0, made.stderr
+    result = ostune("report", "東京", "--db", db, "--output", str(tmp_path / "r.html"))
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert "<img" in (tmp_path / "r.html").read_text()

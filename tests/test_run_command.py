@@ -321,6 +321,7 @@ def test_an_objective_the_workload_never_reports_stops_the_run_in_one_line(tmp_p
     (("--experiment", " nightly"), "--experiment ' nightly': a name is up to 200 printable characters"),
     (("--experiment", "  "), "--experiment: give a name"),
     (("--app-set", "port=7000"), "--app-set port: --app command has no application settings"),
+    (("--clients", "3"), "--clients: the command workload has no clients setting (its command makes the load"),
 ])
 def test_bad_input_on_a_first_run_is_one_line_and_leaves_no_database(tmp_path, space_file, extra, message):
     db = tmp_path / "new.db"

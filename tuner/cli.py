@@ -46,7 +46,8 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _stderr().print(f"[red]error:[/red] {escape(str(exc))}", markup=True, soft_wrap=True)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
-            _stderr().print("interrupted: the host was restored; a running trial or verification is marked aborted")
+            _stderr().print("interrupted: the host was restored; a running trial or verification is marked aborted",
+                            soft_wrap=True)  # one line, whatever the width (cron mail, journals)
             sys.exit(EXIT_INTERRUPTED)
         except click.exceptions.Exit:
             raise
@@ -332,6 +333,10 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     if trials is None:
         trials = UNBOUNDED_TRIALS if budgeted else 10
     workload_settings = _parse_settings(settings)
+    for flag, given in (("--clients", clients), ("--requests", requests)):
+        if given is not None and app == "command":
+            raise BadInputError(f"{flag}: the command workload has no {flag[2:]} setting (its command makes the "
+                                "load; pass such numbers in --command itself)")
     if clients is not None:
         workload_settings["clients"] = clients
     if requests is not None:

@@ -14,6 +14,7 @@ import html
 import io
 import math
 import statistics
+import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Sequence
@@ -41,7 +42,11 @@ def _pyplot():  # type: ignore[no-untyped-def]
 def _png(fig) -> str:  # type: ignore[no-untyped-def]
     plt = _pyplot()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
+    with warnings.catch_warnings():
+        # a name in a script the default font lacks (CJK) is drawn as boxes, with a warning per
+        # glyph naming matplotlib's source files: the report is still right, the terminal noise is not
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+        fig.savefig(buffer, format="png", dpi=96, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
