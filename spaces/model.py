@@ -45,9 +45,11 @@ class Parameter:
             return isinstance(value, bool)
         if self.type == "categorical":
             return value in self.choices
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
-        if self.type == "int" and float(value) != int(value):
+        if isinstance(value, float) and not math.isfinite(value):  # (an int of any size is finite)
+            return False
+        if self.type == "int" and isinstance(value, float) and not value.is_integer():
             return False
         assert self.low is not None and self.high is not None
         return self.low <= value <= self.high
@@ -254,8 +256,8 @@ def _typed_text(param: Parameter, raw: str, name: str) -> Value:
     and the database give back (8192.0, 'Y'); a person's `5.7` for an int, `maybe` for a bool or
     `inf` is a mistake to name, not to round."""
     if param.type == "int":
-        if not _WHOLE_RE.fullmatch(raw):
-            raise ValueError(f"{name}={raw!r} is not a whole number (an int in [{param.low}, {param.high}])")
+        if not _WHOLE_RE.fullmatch(raw) or len(raw) > 30:  # (int() refuses past 4300 digits, in its own words)
+            raise ValueError(f"{name}={raw[:40]!r} is not a whole number in [{param.low}, {param.high}]")
         return int(raw)
     if param.type == "float":
         try:

@@ -102,3 +102,25 @@ def test_a_holder_on_another_machine_is_named_with_how_to_restore_not_guessed_at
     said.clear()
     recover_previous_holder({**elsewhere, "host": "ssh://root@thishost:22"}, None, said.append)
     assert len(said) == 1 and "did not release the kernel lock of ssh://root@thishost:22" in said[0]
+
+
+def test_backing_out_of_a_take_puts_the_found_description_back(tmp_path: Path) -> None:
+    """A take that found a dead holder's description and then refused to go on (its values could
+    not be put back, its holder is alive) must leave that description for the next attempt: an
+    empty file would tell it there is nothing to repair."""
+    path = tmp_path / "kernel.lock"
+    proc = _holder(path)
+    proc.kill()
+    proc.wait()
+    lock = KernelLock(path).acquire(command="run", database="sqlite:////tmp/b.db")
+    found = lock.previous
+    assert found is not None and found["pid"] == proc.pid
+    lock.release(restore=found)
+    again = KernelLock(path).acquire(command="run", database="sqlite:////tmp/c.db")
+    try:
+        assert again.previous == found
+    finally:
+        again.release()
+    last = KernelLock(path).acquire(command="run", database="x")
+    assert last.previous is None  # a clean release: empty
+    last.release()

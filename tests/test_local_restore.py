@@ -123,7 +123,7 @@ def test_kill_9_is_repaired_by_the_next_command_and_the_run_resumes(tmp_path, sp
     assert "marked 1 interrupted trial(s) aborted" in listed.stderr
     assert snapshot(space) == before
     assert query(db, "select number, status from trials order by number") == [(1, "succeeded"), (2, "aborted")]
-    resumed = ostune(*run_args(space_file, db, 2))
+    resumed = ostune(*run_args(space_file, db, 2, 3.0))  # the experiment's own command: another is refused
     assert resumed.returncode == 0, resumed.stderr
     assert [n for (n,) in query(db, "select number from trials order by number")] == [1, 2, 3, 4]
     assert snapshot(space) == before

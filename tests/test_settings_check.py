@@ -38,6 +38,7 @@ def test_good_settings_pass(settings) -> None:
     ({"timeout_s": 0}, "--x-set timeout_s=0: a timeout must be longer than zero"),
     ({"timeout_s": float("inf")}, "--x-set timeout_s=inf: expected a finite number"),
     ({"port": float("nan")}, "--x-set port=nan: expected an integer"),
+    ({"timeout_s": -10**400}, "--x-set timeout_s=-1000"),  # an int of any size is no float overflow here
     ({"keep": 1}, "--x-set keep=1: expected true or false"),
 ])
 def test_bad_settings_are_named(settings, message) -> None:

@@ -59,6 +59,7 @@ def test_hash_survives_a_round_trip_through_the_database_form():
     ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10], default: .inf}", "default inf is not a finite number"),
     ("parameters:\n  vm.x: {kind: sysctl, type: float, range: [0, 10], default: .nan}", "default nan is not a finite number"),
     ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [1, 10], default: 5.5}", "default 5.5 is not a whole number"),
+    ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [1, 10], default: 1" + "0" * 400 + "}", "default 1000"),
     ("parameters:\n  vm.x: {kind: sysctl, type: categorical, choices: [[1], 2]}", "choice [1] is not a plain value"),
     ("parameters:\n  vm.x: {kind: sysctl, type: categorical, choices: [~, a]}", "choice None is not a plain value"),
     ("parameters:\n  vm.x: {kind: sysctl, type: int, range: [0, 10], bool_values: [N, Y]}", "bool_values is for type bool, not int"),
@@ -136,7 +137,8 @@ def test_a_stored_space_is_read_under_the_rules_of_its_day():
 @pytest.mark.parametrize("text, message", [
     ("vm.swappiness", "'vm.swappiness' is not name=value"),
     ("vm.nope=1", "'vm.nope' is not a parameter of the space (parameters: vm.swappiness, thp, "),
-    ("vm.swappiness=abc", "vm.swappiness='abc' is not a whole number (an int in [0, 100])"),
+    ("vm.swappiness=abc", "vm.swappiness='abc' is not a whole number in [0, 100]"),
+    ("vm.swappiness=1" + "0" * 400, "vm.swappiness='1000000000000000000000000000000000000000' is not a whole number in"),
     # a person's typo is named, not rounded or taken for something else
     ("vm.swappiness=5.7", "vm.swappiness='5.7' is not a whole number"),
     ("vm.swappiness=inf", "vm.swappiness='inf' is not a whole number"),

@@ -6,6 +6,7 @@ guest reached as an SSH host (TCG unless KVM works): plumbing, not latency. Mark
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -270,3 +271,53 @@ def test_a_remote_kernel_lock_that_cannot_be_taken_is_one_host_error_naming_why(
         assert lock.lost() is None  # nothing held
     finally:
         host.close()
+
+
+def test_the_remote_kernel_lock_when_things_go_wrong(guest: QemuHost, image: GuestImage) -> None:
+    """Three ways it can go wrong, each kept safe: a holder that lost its connection but lives is
+    waited for, and its description survives the refusal (a second attempt must refuse too); a
+    machine without flock says so instead of "already being tuned"; a lock that cannot be taken
+    again after a reboot stays lost, and a lost lock reboots nothing."""
+    from dataclasses import asdict
+
+    from tuner.errors import HostError, LockHeldError
+    from tuner.ownership import ProcessIdentity
+    from tuner.recovery import take_remote_kernel_lock
+
+    host = guest_as_ssh_host(guest, image)
+    said: list[str] = []
+    try:
+        # 1. this test process stands for a live holder whose connection dropped
+        alive = {**asdict(ProcessIdentity.current()), "command": "run", "database": "sqlite:////tmp/a.db",
+                 "host": host.key, "since": time.time()}
+        guest.write_text(LOCK_FILE, json.dumps(alive))
+        for _attempt in range(2):
+            with pytest.raises(LockHeldError, match="lost its connection to .* but is still running"):
+                take_remote_kernel_lock(host, "run", None, said.append)
+            assert json.loads(guest.read_text(LOCK_FILE)) == alive
+        guest.write_text(LOCK_FILE, "")
+
+        # 2. no flock on the machine
+        guest.run(["mv", "/usr/bin/flock", "/usr/bin/flock.away"])
+        try:
+            with pytest.raises(HostError, match=r"flock: not found \(install util-linux there: it has flock\)"):
+                host.take_kernel_lock(command="run", database="x")
+        finally:
+            guest.run(["mv", "/usr/bin/flock.away", "/usr/bin/flock"])
+
+        # 3. the holding shell dies (as at a reboot) and a rival gets the lock first
+        lock = host.take_kernel_lock(command="run", database="x")
+        guest.run(["pkill", "-f", f"^sh -c .* sh {LOCK_FILE} "])
+        guest.run(["sh", "-c", f"nohup flock -n {LOCK_FILE} sleep 120 > /dev/null 2>&1 &"])
+        time.sleep(1)
+        with pytest.raises(HostError, match="could not be taken again after its reboot"):
+            lock.reacquire()
+        assert "could not be taken again" in (lock.lost() or "")
+        boot_id = guest.read_text("/proc/sys/kernel/random/boot_id")
+        with pytest.raises(HostError, match=f"not rebooting {host.key}: "):
+            host.grub.reboot()
+        assert guest.read_text("/proc/sys/kernel/random/boot_id") == boot_id
+    finally:
+        guest.run(["pkill", "-f", f"flock -n {LOCK_FILE} sleep"], check=False)
+        host.close()
+        guest.write_text(LOCK_FILE, "")

@@ -119,6 +119,9 @@ def open_store(db: str, *, create: bool = True, console: Console | None = None):
     return store
 
 
+MAX_STORED_SEED = 2**31 - 1
+
+
 def _tries(texts: tuple[str, ...], space, store, name: str) -> tuple[dict, ...]:  # type: ignore[no-untyped-def]
     """--try configurations, checked against the space before anything is stored."""
     if not texts:
@@ -266,8 +269,7 @@ def _app_settings(app: str, pairs: tuple[str, ...], dsn: str | None) -> dict[str
               help="Trials to run now [default: 10; with a budget option: until the budget ends].")
 @click.option("--experiment", "experiment_name", default=None, help="Experiment name (default: APP-SPACE).")
 @db_option
-@click.option("--seed", default=None, type=click.IntRange(0, 2**31 - 1),
-              help="Optimizer seed (stored, in a 32-bit column on every database; default random).")
+@click.option("--seed", default=None, type=click.IntRange(0, 2**32 - 1), help="Optimizer seed (stored; default random).")
 @click.option("--objective", default="p99_ms", show_default=True, help="Metric to optimize.")
 @click.option("--maximize", is_flag=True, help="Maximize the objective instead of minimizing it.")
 @click.option("--repetitions", default=5, show_default=True, type=click.IntRange(min=1),
@@ -361,12 +363,19 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     try:  # bad input found here leaves no new, empty database behind
         existing = store.get_experiment(name)
         if existing is not None:  # measured under its stored set-up, whatever this command line leaves out
+            given_app = "mysql" if app == "mariadb" else app
+            if existing.target.get("app") != given_app:  # before its set-up is looked at, as the first problem
+                raise BadInputError(f"experiment {name!r} tunes app {existing.target.get('app')!r}, not {given_app!r}")
             options = resumed_options(options, existing)
             app_obj, workload = make_app_and_workload(options)
         else:
             if defer_workload:
                 make_app_and_workload(options)  # refuses: a new command experiment needs its --command
             _check_new_experiment_name(name)
+            if seed is not None and seed > MAX_STORED_SEED:
+                # a signed 32-bit column on every database (PostgreSQL's integer); experiments
+                # created before this check may hold larger seeds and stay resumable with them
+                raise BadInputError(f"--seed {seed}: a new experiment's seed is at most {MAX_STORED_SEED}")
             if space is None:
                 if app == "command":
                     raise BadInputError(f"experiment {name!r} does not exist; give --space to create it")
@@ -492,6 +501,8 @@ def _verify_cell(store, summary, results: list[dict]) -> str:  # type: ignore[no
         if choice is None:
             return "-"
         result = choice.verification
+        if choice.is_baseline:
+            return "- (baseline best)"  # nothing to deploy, nothing to verify
         if result is None or result.get("relative") is None:
             return f"- (trial {choice.trial.number} not verified)"
     verdict = "yes" if result["established"] else "no"
@@ -677,6 +688,7 @@ def restore(db: str, host_spec: str | None, host_settings: tuple[str, ...]) -> N
     servers and removes its work directories."""
     from tuner.factory import TargetOptions, make_host
     from tuner.outcome import make_console
+    from targets.hosts.local import LocalHost
     from tuner.recovery import kernel_lock_held, recover_host
 
     console = make_console()  # one line per value, unwrapped in a cron mail or a journal
@@ -686,8 +698,11 @@ def restore(db: str, host_spec: str | None, host_settings: tuple[str, ...]) -> N
         try:
             # under its kernel lock: values put back under another database's live run would
             # spoil its measurements, and its own restore would undo them
-            with kernel_lock_held(host, "restore", store, lambda line: console.print(escape(line))):
-                report = recover_host(store, host)
+            if isinstance(host, LocalHost):
+                report = recover_host(store, host)  # nothing: every command already recovered this machine
+            else:
+                with kernel_lock_held(host, "restore", store, lambda line: console.print(escape(line))):
+                    report = recover_host(store, host)
         finally:
             host.close()
         for line in report.restored:

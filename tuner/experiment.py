@@ -437,7 +437,9 @@ def _check_tries_against_relations(space: Space, tries: Sequence[Mapping[str, Va
     now, after the probe): one breaking a relation of the space is refused before anything is
     stored or applied, as the optimizer's proposals never break one."""
     for number, tried in enumerate(tries, start=1):
-        config = {**{n: v for n, v in current.items() if n in space}, **{k: v for k, v in tried.items() if k in space}}
+        # a boot parameter absent from the command line reads None: no side of a relation to judge
+        config = {**{n: v for n, v in current.items() if n in space and v is not None},
+                  **{k: v for k, v in tried.items() if k in space}}
         for relation in space.satisfies(config):
             sides = ", ".join(f"{n}={config[n]}" + ("" if n in tried else " (the host's current value)")
                               for n in relation.names())

@@ -80,7 +80,7 @@ def check_settings(flag: str, what: str, settings: dict[str, Any], *constructors
                 else not isinstance(value, bool) and isinstance(value, int if expected is int else (int, float))):
             wanted = {bool: "true or false", int: "an integer", float: "a number"}[expected]
             raise BadInputError(f"{flag} {name}={value}: expected {wanted}")
-        if expected in (int, float) and not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise BadInputError(f"{flag} {name}={value}: expected a finite number")
         if expected in (int, float) and "timeout" in name and value <= 0:
             # a timeout of 0 or less failed every trial at once, and was then stored with the experiment

@@ -66,12 +66,16 @@ class KernelLock:
         self._fd = fd
         return self
 
-    def release(self) -> None:
+    def release(self, *, restore: dict | None = None) -> None:
+        """Let go: the file emptied (nothing for a next holder to repair), or, backing out of a
+        take that found a holder's description (`restore`), that description put back."""
         if self._fd is None:
             return
         fd, self._fd = self._fd, None
         try:
             os.ftruncate(fd, 0)
+            if restore:
+                os.pwrite(fd, json.dumps(restore).encode(), 0)
         finally:
             os.close(fd)  # closing the last descriptor drops the flock
 

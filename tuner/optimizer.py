@@ -658,7 +658,8 @@ def _propose(
             optimizer.tell(params, worst + 1.0)
         elif (key := _config_key(space, params)) in measured:
             repeats += 1
-            optimizer.tell(params, measured[key])  # what it measured: true, and moves the design on
+            if rejected + repeats < 10:  # what it measured: true, and moves the design on (later: random
+                optimizer.tell(params, measured[key])  # draws, and no model refit per repeat)
         else:
             break
         params = optimizer.ask() if rejected + repeats < 10 else {p.name: sample(p, rng) for p in space.parameters}

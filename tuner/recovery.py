@@ -45,12 +45,14 @@ def dead_runs(store: ResultStore) -> list:  # type: ignore[type-arg]
     ]
 
 
-def restore_remote(store: ResultStore, host: Host) -> RecoveryReport:
-    """Restore the values dead runs left on a remote host (`ostune restore --host URL`)."""
+def restore_remote(store: ResultStore, host: Host, *, host_key: str | None = None) -> RecoveryReport:
+    """Restore the values dead runs left on a remote host (`ostune restore --host URL`).
+    `host_key`: the key they journalled it under, when that is another URL of the same machine."""
     report = RecoveryReport()
     # Runs whose owner is alive (or cannot be judged from here) are still working: not touched.
     alive = {run.id for run in store.running_runs()} - {run.id for run in dead_runs(store)}
-    entries = [e for e in store.pending_journal() if e.host_key == host.key and e.run_id not in alive]
+    key = host_key or host.key
+    entries = [e for e in store.pending_journal() if e.host_key == key and e.run_id not in alive]
     report.failures += restore_entries(host, store, entries, report.restored.append)
     return report
 
@@ -170,7 +172,7 @@ def take_kernel_lock(command: str, own: ResultStore | None, message: Callable[[s
         if lock.previous is not None:
             recover_previous_holder(lock.previous, own, message)
     except BaseException:
-        lock.release()
+        lock.release(restore=lock.previous)  # still unrepaired: the next holder must find it
         raise
     return lock
 
@@ -193,6 +195,14 @@ def recover_previous_remote_holder(previous: dict, own: ResultStore | None, host
     from tuner.kernel_lock import describe
 
     who = describe(previous)
+    url = str(previous.get("database") or "")
+    if str(previous.get("host") or "local") == "local":
+        # an ostune running on that machine itself (or a lock file from before holders named
+        # their host): its database is there, and `ostune restore` there puts its values back
+        if url:
+            message(f"{who}, an ostune on {host.key} itself, did not release its kernel lock: if it left values "
+                    f"changed, `ostune restore --db URL` with its database, run there, puts them back")
+        return
     pid = previous.get("pid")
     alive = owner_is_alive(int(pid), previous.get("start_ticks"), str(previous.get("machine") or ""),
                            str(previous.get("boot_id") or ""), str(previous.get("machine_id") or "")) \
@@ -200,10 +210,10 @@ def recover_previous_remote_holder(previous: dict, own: ResultStore | None, host
     if alive:
         raise LockHeldError(f"{who} lost its connection to {host.key} but is still running, and will put its values "
                             "back when it stops: stop it, or wait for it")
-    url = str(previous.get("database") or "")
+    held_as = str(previous.get("host"))  # the URL it reached the machine by (user, name, port may differ)
     if alive is None or not url:
         if url:
-            message(_elsewhere_hint(previous, who, host.key))
+            message(_elsewhere_hint(previous, who, held_as))
         return
     store = own if own is not None and url == own.describe() else None
     if store is None:
@@ -215,12 +225,12 @@ def recover_previous_remote_holder(previous: dict, own: ResultStore | None, host
                     "--db URL` with that database puts them back")
             return
     try:
-        report = restore_remote(store, host)
+        report = restore_remote(store, host, host_key=held_as)
     finally:
         if store is not own:
             store.close()
     for line in report.restored:
-        message(f"recovered what {who} left changed on {host.key}: {line}")
+        message(f"recovered what {who} left changed on {held_as}: {line}")
     if report.failures:
         raise HostError(f"{who} died leaving values changed on {host.key} that could not be put back "
                         f"({report.failures[0]}); a new run would take them for the host's own")
@@ -235,7 +245,8 @@ def take_remote_kernel_lock(host, command: str, own: ResultStore | None,  # type
         if lock.previous is not None:
             recover_previous_remote_holder(lock.previous, own, host, message)
     except BaseException:
-        host.release_kernel_lock()
+        # still unrepaired (or its holder alive): the next attempt must find it, not an empty file
+        host.release_kernel_lock(restore=lock.previous)
         raise
     return lock
 

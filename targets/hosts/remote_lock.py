@@ -18,24 +18,33 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from tuner.errors import HostError, LockHeldError
+from tuner.errors import HostError, LockHeldError, OstuneError
 from tuner.kernel_lock import DEFAULT_PATH, _parse, describe
 
 if TYPE_CHECKING:
     from targets.hosts.ssh import RemoteHost
 
-# exit 75: held by another process (EX_TEMPFAIL). `read` returns at RELEASE or at end of input
+# exit 75: held by another process (EX_TEMPFAIL); any other flock failure (no flock at all: 127)
+# is an error of its own, not a holder. `read` returns at RELEASE, at RESTORE (a backed-out take
+# puts the description it found back, for the next holder to repair after), or at end of input
 # (the channel closed: this process or its connection is gone).
 _HOLD_SCRIPT = """
 f="$1"
+command -v flock > /dev/null || { echo "flock: not found" >&2; exit 4; }
 mkdir -p "$(dirname "$f")" || exit 3
 exec 9<>"$f" || exit 3
-if ! flock -n 9; then printf 'HELD %s\\n' "$(cat "$f")"; exit 75; fi
+flock -n -E 75 9
+rc=$?
+if [ $rc = 75 ]; then printf 'HELD %s\\n' "$(cat "$f")"; exit 75; fi
+if [ $rc != 0 ]; then exit $rc; fi
 printf 'PREVIOUS %s\\n' "$(cat "$f")"
 printf '%s' "$2" > "$f"
 echo LOCKED
 read -r line
-if [ "$line" = RELEASE ]; then : > "$f"; fi
+case "$line" in
+  RELEASE) : > "$f" ;;
+  "RESTORE "*) printf '%s' "${line#RESTORE }" > "$f" ;;
+esac
 """
 
 ANSWER_TIMEOUT_S = 30.0
@@ -49,6 +58,7 @@ class RemoteKernelLock:
         self.path = path
         self._channel = None  # paramiko Channel of the holding shell
         self._doc: dict | None = None
+        self._lost: str | None = None
         #: after acquire(): the description a holder that did not release it left, or None
         self.previous: dict | None = None
 
@@ -82,8 +92,12 @@ class RemoteKernelLock:
             raise LockHeldError(f"the kernel of {self.host.key} is already being tuned by {holder}; one ostune "
                                 "process at a time changes it, whatever its database — wait for it, or stop it")
         if word != "PREVIOUS":
-            error = channel.makefile_stderr("r").read().decode(errors="replace").strip().splitlines()
-            channel.close()
+            try:  # the shell has ended (or says nothing more within the timeout): its stderr says why
+                error = channel.makefile_stderr("r").read().decode(errors="replace").strip().splitlines()
+            except OSError:
+                error = []
+            finally:
+                channel.close()
             reason = error[-1] if error else answer or "no output"
             hint = " (install util-linux there: it has flock)" if "flock" in reason and "not found" in reason else ""
             raise HostError(f"cannot take the kernel lock {self.path} on {self.host.key}: {reason}{hint}")
@@ -97,7 +111,9 @@ class RemoteKernelLock:
 
     def lost(self) -> str | None:
         """Why the lock is no longer held (the holding shell ended: the connection dropped, the
-        machine rebooted), or None while it is."""
+        machine rebooted; or taking it again after a reboot failed), or None while it is."""
+        if self._lost is not None:
+            return self._lost
         channel = self._channel
         if channel is None or not (channel.closed or channel.exit_status_ready()):
             return None
@@ -105,24 +121,34 @@ class RemoteKernelLock:
 
     def reacquire(self) -> None:
         """After a reboot (the holding shell died with the machine, /run was emptied): take the
-        lock again under the same description, or LockHeldError if another process got it first."""
+        lock again under the same description. When that fails (another process took it first,
+        or no answer), the lock stays lost, `lost()` says why, and HostError is raised."""
         if self._doc is None:
             return
         if self._channel is not None:
             self._channel.close()
             self._channel = None
-        self._take(json.dumps(self._doc))
+        try:
+            self._take(json.dumps(self._doc))
+        except OstuneError as exc:
+            self._lost = f"the kernel lock on {self.host.key} could not be taken again after its reboot: {exc}"
+            raise HostError(self._lost) from None
 
-    def release(self) -> None:
+    def release(self, *, restore: dict | None = None) -> None:
+        """Let go: the lock file emptied (nothing for a next holder to repair), or, backing out of
+        a take that found a holder's description (`restore`), that description put back."""
+        from paramiko import SSHException
+
         channel, self._channel = self._channel, None
         if channel is None:
             return
+        message = b"RESTORE " + json.dumps(restore).encode() + b"\n" if restore else b"RELEASE\n"
         try:
             if not channel.closed:
-                channel.sendall(b"RELEASE\n")
+                channel.sendall(message)
                 channel.shutdown_write()
                 channel.status_event.wait(10)
-        except OSError:
+        except (OSError, EOFError, SSHException):
             pass  # the connection is gone: the shell ended with it (the next holder repairs)
         finally:
             channel.close()

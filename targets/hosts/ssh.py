@@ -563,6 +563,10 @@ class GrubBoot:
 
     def reboot(self) -> str:
         """Reboot and wait for SSH with a new boot id; returns the new boot id."""
+        lock = getattr(self.host, "kernel_lock", None)
+        lost = lock.lost() if lock is not None else None
+        if lost:  # another process may be tuning the machine now: rebooting it would wreck its run
+            raise HostError(f"not rebooting {self.host.key}: {lost}")
         old = self.host.boot_id()
         session = self.host._require_session()
         try:
@@ -581,7 +585,7 @@ class GrubBoot:
             ) from exc
         lock = getattr(self.host, "kernel_lock", None)
         if lock is not None:
-            lock.reacquire()  # its holding shell died with the old boot
+            lock.reacquire()  # its holding shell died with the old boot (HostError if it cannot be)
         return new
 
     def apply(self, tokens: Sequence[str]) -> bool:
@@ -696,10 +700,10 @@ class SshHost(RemoteHost):
             self.kernel_lock = lock
         return self.kernel_lock
 
-    def release_kernel_lock(self) -> None:
+    def release_kernel_lock(self, *, restore: dict | None = None) -> None:
         lock, self.kernel_lock = self.kernel_lock, None
         if lock is not None:
-            lock.release()
+            lock.release(restore=restore)
 
     def _require_session(self) -> SshSession:
         session = super()._require_session()
