@@ -321,3 +321,31 @@ def test_the_remote_kernel_lock_when_things_go_wrong(guest: QemuHost, image: Gue
         guest.run(["pkill", "-f", f"flock -n {LOCK_FILE} sleep"], check=False)
         host.close()
         guest.write_text(LOCK_FILE, "")
+
+
+def test_a_verify_that_loses_the_kernel_lock_stops_before_its_next_round(
+    guest: QemuHost, image: GuestImage, tmp_path: Path,
+) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    db = tmp_path / "v.db"
+    made = ostune("run", "--trials", "2", "--space", str(space), "--repetitions", "1", "--requests", "300",
+                  "--experiment", "v", "--db", f"sqlite:///{db}", *ssh_args(guest, image), cwd=tmp_path)
+    assert made.returncode == 0, made.stderr + made.stdout
+    proc = spawn_ostune("verify", "v", "--rounds", "30", "--repetitions", "1", "--db", f"sqlite:///{db}", cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 600
+        while not try_query(db, "select 1 from verification_samples"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the verification never measured"
+            time.sleep(0.5)
+        guest.run(["pkill", "-f", f"^sh -c .* sh {LOCK_FILE} "])
+        out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 6, err + out
+    assert "verification stopped before round " in " ".join(err.split()), err
+    assert query(db, "select status from verifications") == [("failed",)]
+    assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]

@@ -647,6 +647,7 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
                         profiles=not no_profiles)
     # the host is changed as by a run: not while a run (or another verify) changes it
     lock = HostLocks(store, host, command="verify", run_id=lambda: verifier.run_id, log=reporter.message)
+    verifier.lock_lost = lock.check
     with _SignalGuard() as guard:
         try:
             lock.acquire()

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from sqlalchemy import select, update
@@ -33,7 +33,7 @@ from sqlalchemy import select, update
 from spaces.model import Space, Value
 from storage.models import Verification, VerificationResult, VerificationSample, utcnow
 from storage.store import ExperimentRecord, ResultStore
-from tuner.errors import AppError, BadInputError, HostError, WorkloadError
+from tuner.errors import AppError, BadInputError, HostError, LockHeldError, WorkloadError
 
 RESAMPLES = 10_000
 LEVEL = 0.95
@@ -229,6 +229,9 @@ class Verifier:
         self.reporter, self.profiles, self.warmup, self.strict = reporter, profiles, warmup, strict
         #: the verification's row in `runs` once it exists (the host lock's heartbeat names it)
         self.run_id: int | None = None
+        #: why the host's locks are no longer held (HostLocks.check), asked before every round:
+        #: measuring on would measure under another process's changes
+        self.lock_lost: Callable[[], str | None] = lambda: None
 
     def run(self) -> VerifyReport:
         from tuner.experiment import ExperimentRunner, RunSettings, RunSummary
@@ -287,6 +290,9 @@ class Verifier:
                 self.reporter.message(f"round {r}: {' '.join(order)}")
             available = set(report.available)
             for r, order in enumerate(schedule, start=1):
+                lost = self.lock_lost()
+                if lost:
+                    raise LockHeldError(f"verification stopped before round {r}: {lost}")
                 for position, label in enumerate(order, start=1):
                     cand = by_label[label]
                     params = {k: v for k, v in cand.params.items() if k in available}
