@@ -129,7 +129,6 @@ def recover_previous_holder(previous: dict, own: ResultStore | None, message: Ca
     ./ostune.db). Put that back before this process reads the host's values, or it would take
     the dead process's trial values for the host's own. A database that cannot be opened from
     here (a server URL whose password is never written down, a deleted file) is named instead."""
-    from tuner.errors import OstuneError
     from tuner.kernel_lock import describe
 
     url = str(previous.get("database") or "")
@@ -140,25 +139,8 @@ def recover_previous_holder(previous: dict, own: ResultStore | None, message: Ca
         # another machine's ostune tuned this one over SSH: its database is there
         message(_elsewhere_hint(previous, who, str(previous.get("host"))))
         return
-    store = own if own is not None and url == own.describe() else None
-    if store is None:
-        try:
-            store = ResultStore.open(url, create=False)
-        except OstuneError as exc:
-            message(f"{who} died while changing this machine's kernel, and its database cannot be opened from "
-                    f"here ({str(exc).splitlines()[0]}): if it left values changed, `ostune restore --db URL` "
-                    "with that database puts them back")
-            return
-    try:
-        report = recover(store, kernel_holder=lambda: None)  # the kernel lock is ours now
-    finally:
-        if store is not own:
-            store.close()
-    for line in report.restored:
-        message(f"recovered what {who} left changed: {line}")
-    if report.failures:
-        raise HostError(f"{who} died leaving values changed on this machine that could not be put back "
-                        f"({report.failures[0]}); a new run would take them for the host's own")
+    _repair_from_database(url, own, who, message, replay=lambda store: recover(store, kernel_holder=lambda: None),
+                          changing="this machine's kernel", on="", restore_line="ostune restore --db URL")
 
 
 def take_kernel_lock(command: str, own: ResultStore | None, message: Callable[[str], None]):  # type: ignore[no-untyped-def]
@@ -191,7 +173,7 @@ def recover_previous_remote_holder(previous: dict, own: ResultStore | None, host
     dropped), it still owns its values and will put them back itself: tuning under it is refused.
     Dead on this machine: its journal for that host is replayed from its database. Anywhere else:
     named, with how to restore."""
-    from tuner.errors import LockHeldError, OstuneError
+    from tuner.errors import LockHeldError
     from tuner.kernel_lock import describe
 
     who = describe(previous)
@@ -215,25 +197,9 @@ def recover_previous_remote_holder(previous: dict, own: ResultStore | None, host
         if url:
             message(_elsewhere_hint(previous, who, held_as))
         return
-    store = own if own is not None and url == own.describe() else None
-    if store is None:
-        try:
-            store = ResultStore.open(url, create=False)
-        except OstuneError as exc:
-            message(f"{who} died while changing the kernel of {host.key}, and its database cannot be opened from "
-                    f"here ({str(exc).splitlines()[0]}): if it left values changed, `ostune restore --host {host.key} "
-                    "--db URL` with that database puts them back")
-            return
-    try:
-        report = restore_remote(store, host, host_key=held_as)
-    finally:
-        if store is not own:
-            store.close()
-    for line in report.restored:
-        message(f"recovered what {who} left changed on {held_as}: {line}")
-    if report.failures:
-        raise HostError(f"{who} died leaving values changed on {host.key} that could not be put back "
-                        f"({report.failures[0]}); a new run would take them for the host's own")
+    _repair_from_database(url, own, who, message, replay=lambda store: restore_remote(store, host, host_key=held_as),
+                          changing=f"the kernel of {host.key}", on=f" on {held_as}",
+                          restore_line=f"ostune restore --host {held_as} --db URL")
 
 
 def take_remote_kernel_lock(host, command: str, own: ResultStore | None,  # type: ignore[no-untyped-def]
@@ -272,3 +238,33 @@ def kernel_lock_held(host: Host, command: str, own: ResultStore | None, message:
             host.release_kernel_lock()
     else:
         yield
+
+
+def _repair_from_database(url: str, own: ResultStore | None, who: str, message: Callable[[str], None], *,
+                          replay: Callable[[ResultStore], RecoveryReport], changing: str, on: str,
+                          restore_line: str) -> None:
+    """A dead kernel-lock holder's values put back from its journal (`replay` on its database,
+    ours when it is the same): said line by line; one that cannot be put back stops this command,
+    which would otherwise take it for the host's own. A database that cannot be opened from here
+    (a server URL whose password is never written down, a deleted file) is named instead."""
+    from tuner.errors import OstuneError
+
+    store = own if own is not None and url == own.describe() else None
+    if store is None:
+        try:
+            store = ResultStore.open(url, create=False)
+        except OstuneError as exc:
+            message(f"{who} died while changing {changing}, and its database cannot be opened from here "
+                    f"({str(exc).splitlines()[0]}): if it left values changed, `{restore_line}` with that database "
+                    "puts them back")
+            return
+    try:
+        report = replay(store)
+    finally:
+        if store is not own:
+            store.close()
+    for line in report.restored:
+        message(f"recovered what {who} left changed{on}: {line}")
+    if report.failures:
+        raise HostError(f"{who} died leaving values changed in {changing} that could not be put back "
+                        f"({report.failures[0]}); a new run would take them for the host's own")
