@@ -308,7 +308,8 @@ def test_the_remote_kernel_lock_when_things_go_wrong(guest: QemuHost, image: Gue
         # 3. the holding shell dies (as at a reboot) and a rival gets the lock first
         lock = host.take_kernel_lock(command="run", database="x")
         guest.run(["pkill", "-f", f"^sh -c .* sh {LOCK_FILE} "])
-        guest.run(["sh", "-c", f"nohup flock -n {LOCK_FILE} sleep 120 > /dev/null 2>&1 &"])
+        # -o: the lock stays with the flock process, so killing it (below) frees the lock
+        guest.run(["sh", "-c", f"nohup flock -n -o {LOCK_FILE} sleep 123 > /dev/null 2>&1 &"])
         time.sleep(1)
         with pytest.raises(HostError, match="could not be taken again after its reboot"):
             lock.reacquire()
@@ -318,9 +319,11 @@ def test_the_remote_kernel_lock_when_things_go_wrong(guest: QemuHost, image: Gue
             host.grub.reboot()
         assert guest.read_text("/proc/sys/kernel/random/boot_id") == boot_id
     finally:
-        guest.run(["pkill", "-f", f"flock -n {LOCK_FILE} sleep"], check=False)
+        guest.run(["pkill", "-f", f"flock -n -o {LOCK_FILE} sleep 123"], check=False)
+        guest.run(["pkill", "-f", "^sleep 123$"], check=False)
         host.close()
         guest.write_text(LOCK_FILE, "")
+    assert guest.run(["flock", "-n", LOCK_FILE, "true"], check=False).ok  # nothing of this test holds it
 
 
 def test_a_verify_that_loses_the_kernel_lock_stops_before_its_next_round(
