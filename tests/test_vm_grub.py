@@ -77,7 +77,8 @@ def test_ssh_host_applies_boot_tokens_via_grub_and_restores(grub_vm: QemuHost, g
         assert host.read_text("/proc/sys/vm/swappiness").strip() == swappiness
         assert host.restore_boot() is False  # nothing left to undo
         assert lock.lost() is None
-        host.release_kernel_lock()
+        lock.release()
+        assert host.kernel_lock is None
         assert host.read_text("/run/lock/ostune-kernel.lock") == ""
     finally:
         host.close()

@@ -316,7 +316,7 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
         lock_timeout: str, log_file: str | None, quiet: bool, as_json: bool, dsn: str | None = None) -> None:
     """Tune the kernel under an application; resumes the experiment if it exists."""
     from spaces.loader import load_space
-    from tuner.experiment import ExperimentRunner, RunSettings
+    from tuner.experiment import ExperimentRunner, RunSettings, refuse_other_app
     from tuner.factory import TargetOptions, make_app_and_workload, make_host
     from tuner.budget import Budget
     from tuner.lock import HostLocks, parse_timeout
@@ -363,9 +363,7 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     try:  # bad input found here leaves no new, empty database behind
         existing = store.get_experiment(name)
         if existing is not None:  # measured under its stored set-up, whatever this command line leaves out
-            given_app = "mysql" if app == "mariadb" else app
-            if existing.target.get("app") != given_app:  # before its set-up is looked at, as the first problem
-                raise BadInputError(f"experiment {name!r} tunes app {existing.target.get('app')!r}, not {given_app!r}")
+            refuse_other_app(existing, "mysql" if app == "mariadb" else app)  # before its set-up is looked at
             options = resumed_options(options, existing)
             app_obj, workload = make_app_and_workload(options)
         else:

@@ -121,10 +121,7 @@ def resolve_experiment(
             f"experiment {name!r} optimizes {existing.direction} {existing.objective}; "
             f"got {'maximize' if settings.maximize else 'minimize'} {settings.objective}"
         )
-    if existing.target.get("app") != target.get("app"):
-        raise BadInputError(
-            f"experiment {name!r} tunes app {existing.target.get('app')!r}, not {target.get('app')!r}"
-        )
+    refuse_other_app(existing, str(target.get("app")))
     stored_command = existing.target.get("command")
     if stored_command is not None and target.get("command") != stored_command:
         # the command is the workload: another one measures something else under the same name
@@ -135,6 +132,12 @@ def resolve_experiment(
         raise BadInputError(f"--seed {settings.seed}: experiment {name!r} keeps the seed it was created with "
                             f"({existing.seed}); leave --seed out")
     return existing, stored
+
+
+def refuse_other_app(existing: ExperimentRecord, app: str) -> None:
+    """A resumed experiment is measured on the app it tunes (as stored: mariadb is "mysql")."""
+    if existing.target.get("app") != app:
+        raise BadInputError(f"experiment {existing.name!r} tunes app {existing.target.get('app')!r}, not {app!r}")
 
 
 class ExperimentRunner:

@@ -79,6 +79,11 @@ class KernelLock:
         finally:
             os.close(fd)  # closing the last descriptor drops the flock
 
+    def lost(self) -> str | None:
+        """Never lost while held: the kernel keeps an flock until its holder lets go or dies (the
+        interface RemoteKernelLock shares, whose SSH channel can drop)."""
+        return None
+
     def holder(self) -> str | None:
         """Who holds the lock now (another process), or None: a probe that takes nothing."""
         if self._fd is not None:

@@ -172,33 +172,22 @@ class HostLockGuard:
 
 
 class HostLocks:
-    """What a run or verify holds while it may change a host: the host lock in the database and,
-    for this machine, the kernel lock every ostune process shares whatever its database
-    (tuner/kernel_lock.py). The kernel lock is taken first: it costs nothing and never waits."""
+    """What a run or verify holds while it may change a host: the host lock in the database and
+    the kernel lock of the machine it changes, which every ostune process tuning that machine
+    shares whatever its database (tuner/recovery.py take_host_kernel_lock). The kernel lock is
+    taken first: it never waits."""
 
     def __init__(self, store: ResultStore, host, *, command: str, timeout_s: float = DEFAULT_TIMEOUT_S,  # type: ignore[no-untyped-def]
                  run_id: Callable[[], int | None] | None = None, log: Callable[[str], None] | None = None) -> None:
-        from targets.hosts.local import LocalHost
-        from targets.hosts.ssh import SshHost
-
-        self.store, self.command = store, command
+        self.store, self.command, self._machine = store, command, host
         self._log = log or (lambda _text: None)
-        # the `none` host runs commands here but changes no kernel value
-        self._on_this_kernel = isinstance(host, LocalHost) and host.applies_kernel_params
-        # a QEMU guest is this run's own (a throwaway overlay): nobody else can tune it
-        self._ssh_host = host if isinstance(host, SshHost) else None
         self.kernel = None
         self.host = HostLockGuard(store, host.key, timeout_s=timeout_s, run_id=run_id, log=log)
 
     def acquire(self) -> "HostLocks":
-        if self._on_this_kernel:
-            from tuner.recovery import take_kernel_lock
+        from tuner.recovery import take_host_kernel_lock
 
-            self.kernel = take_kernel_lock(self.command, self.store, self._log)
-        elif self._ssh_host is not None:
-            from tuner.recovery import take_remote_kernel_lock
-
-            self.kernel = take_remote_kernel_lock(self._ssh_host, self.command, self.store, self._log)
+        self.kernel = take_host_kernel_lock(self._machine, self.command, self.store, self._log)
         try:
             self.host.acquire()
         except BaseException:
@@ -207,19 +196,13 @@ class HostLocks:
         return self
 
     def check(self) -> str | None:
-        if self.kernel is not None and self._ssh_host is not None:
-            lost = self.kernel.lost()
-            if lost:
-                return lost
-        return self.host.check()
+        return (self.kernel.lost() if self.kernel is not None else None) or self.host.check()
 
     def release(self) -> None:
         try:
             self.host.release()
         finally:
-            if self._ssh_host is not None:
-                self._ssh_host.release_kernel_lock()
-            elif self.kernel is not None:
+            if self.kernel is not None:
                 self.kernel.release()
             self.kernel = None
 

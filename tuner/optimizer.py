@@ -594,16 +594,6 @@ def propose(
                         racing=racing, remaining=remaining)
 
 
-def _config_key(space: Space, params: Mapping[str, Any]) -> tuple:
-    return tuple(str(encode(p, params[p.name] if p.name in params else _fallback(p))) for p in space.parameters)
-
-
-def _measured_values(space: Space, pairs: Sequence[tuple[Mapping[str, Any], float]]) -> dict[tuple, float]:
-    """Each configuration already measured (succeeded, failed or infeasible: model_targets' pairs)
-    and the engine value it was told."""
-    return {_config_key(space, params): value for params, value in pairs}
-
-
 def _theta_note(optimizer: Any) -> dict[str, Any]:
     """The engine's fitted hyperparameters for the proposal's notes (the next rebuild starts its
     fit from them), if it has any."""
@@ -648,7 +638,7 @@ def _propose(
     # measured is passed over: the k-th proposal is the design's k-th point, so one design point
     # passed over for a relation made the next proposal repeat the point after it, measured
     # already. With a model, ask() itself never returns a measured configuration.
-    measured = {} if getattr(optimizer, "has_model", False) else _measured_values(space, pairs)
+    measured = {} if getattr(optimizer, "has_model", False) else {race.config_key(space, p): v for p, v in pairs}
     rng = np.random.default_rng(step_seed)
     worst = max((v for _, v in pairs), default=0.0)
     while rejected + repeats < MAX_RELATION_RETRIES:
@@ -656,7 +646,7 @@ def _propose(
             rejected += 1
             # Tell this throwaway engine the violating point is bad so the next ask moves away.
             optimizer.tell(params, worst + 1.0)
-        elif (key := _config_key(space, params)) in measured:
+        elif (key := race.config_key(space, params)) in measured:
             repeats += 1
             if rejected + repeats < 10:  # what it measured: true, and moves the design on (later: random
                 optimizer.tell(params, measured[key])  # draws, and no model refit per repeat)

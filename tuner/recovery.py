@@ -212,32 +212,36 @@ def take_remote_kernel_lock(host, command: str, own: ResultStore | None,  # type
             recover_previous_remote_holder(lock.previous, own, host, message)
     except BaseException:
         # still unrepaired (or its holder alive): the next attempt must find it, not an empty file
-        host.release_kernel_lock(restore=lock.previous)
+        lock.release(restore=lock.previous)
         raise
     return lock
 
 
-@contextmanager
-def kernel_lock_held(host: Host, command: str, own: ResultStore | None, message: Callable[[str], None]) -> Iterator[None]:
-    """The kernel lock of the machine `host` changes, for a command that writes there outside a
-    run (`spaces --write-back`, `restore --host`): this machine's, or an SSH host's; none for the
-    `none` host or a QEMU guest (a run's own)."""
+def take_host_kernel_lock(host: Host, command: str, own: ResultStore | None,  # type: ignore[no-untyped-def]
+                          message: Callable[[str], None]):
+    """The kernel lock of the machine `host` changes (this one's, or an SSH host's), with what a
+    holder that died with it left repaired first; None for a host whose kernel nobody else can
+    be tuning: the `none` host (changes nothing) and a QEMU guest (a run's own overlay). Either
+    lock has release() and lost()."""
     from targets.hosts.ssh import SshHost
 
     if isinstance(host, LocalHost) and host.applies_kernel_params:
-        lock = take_kernel_lock(command, own, message)
-        try:
-            yield
-        finally:
-            lock.release()
-    elif isinstance(host, SshHost):
-        take_remote_kernel_lock(host, command, own, message)
-        try:
-            yield
-        finally:
-            host.release_kernel_lock()
-    else:
+        return take_kernel_lock(command, own, message)
+    if isinstance(host, SshHost):
+        return take_remote_kernel_lock(host, command, own, message)
+    return None
+
+
+@contextmanager
+def kernel_lock_held(host: Host, command: str, own: ResultStore | None, message: Callable[[str], None]) -> Iterator[None]:
+    """take_host_kernel_lock for a command that writes to a host outside a run (`spaces
+    --write-back`, `restore --host`), released when it is done."""
+    lock = take_host_kernel_lock(host, command, own, message)
+    try:
         yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _repair_from_database(url: str, own: ResultStore | None, who: str, message: Callable[[str], None], *,

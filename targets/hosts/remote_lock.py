@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from tuner.errors import HostError, LockHeldError, OstuneError
 from tuner.kernel_lock import DEFAULT_PATH, _parse, describe
@@ -53,9 +53,12 @@ ANSWER_TIMEOUT_S = 30.0
 class RemoteKernelLock:
     """KernelLock's interface (acquire, release, previous) plus `lost()`, for a RemoteHost."""
 
-    def __init__(self, host: "RemoteHost", path: str = str(DEFAULT_PATH)) -> None:
+    def __init__(self, host: "RemoteHost", path: str = str(DEFAULT_PATH),
+                 on_release: Callable[[], None] | None = None) -> None:
         self.host = host
         self.path = path
+        #: called once released (SshHost forgets it: a later run takes a new one)
+        self._on_release = on_release or (lambda: None)
         self._channel = None  # paramiko Channel of the holding shell
         self._doc: dict | None = None
         self._lost: str | None = None
@@ -140,6 +143,8 @@ class RemoteKernelLock:
         from paramiko import SSHException
 
         channel, self._channel = self._channel, None
+        self._doc = None  # nothing to take again after a reboot
+        self._on_release()
         if channel is None:
             return
         message = b"RESTORE " + json.dumps(restore).encode() + b"\n" if restore else b"RELEASE\n"

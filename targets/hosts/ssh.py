@@ -563,7 +563,7 @@ class GrubBoot:
 
     def reboot(self) -> str:
         """Reboot and wait for SSH with a new boot id; returns the new boot id."""
-        lock = getattr(self.host, "kernel_lock", None)
+        lock = getattr(self.host, "kernel_lock", None)  # held across the reboot (SshHost.take_kernel_lock)
         lost = lock.lost() if lock is not None else None
         if lost:  # another process may be tuning the machine now: rebooting it would wreck its run
             raise HostError(f"not rebooting {self.host.key}: {lost}")
@@ -583,7 +583,6 @@ class GrubBoot:
                 f"{self.host.key} did not come back within {self.reboot_timeout_s:.0f} s after "
                 f"reboot: {exc}"
             ) from exc
-        lock = getattr(self.host, "kernel_lock", None)
         if lock is not None:
             lock.reacquire()  # its holding shell died with the old boot (HostError if it cannot be)
         return new
@@ -695,15 +694,13 @@ class SshHost(RemoteHost):
         """This machine's kernel lock (targets/hosts/remote_lock.py), shared with every ostune
         process tuning it, here or on other machines; kept across the reboots of boot changes."""
         if self.kernel_lock is None:
-            lock = RemoteKernelLock(self).acquire(command=command, database=database,
-                                                  identity=asdict(ProcessIdentity.current()))
-            self.kernel_lock = lock
+            lock = RemoteKernelLock(self, on_release=self._forget_kernel_lock)
+            self.kernel_lock = lock.acquire(command=command, database=database,
+                                            identity=asdict(ProcessIdentity.current()))
         return self.kernel_lock
 
-    def release_kernel_lock(self, *, restore: dict | None = None) -> None:
-        lock, self.kernel_lock = self.kernel_lock, None
-        if lock is not None:
-            lock.release(restore=restore)
+    def _forget_kernel_lock(self) -> None:
+        self.kernel_lock = None
 
     def _require_session(self) -> SshSession:
         session = super()._require_session()
@@ -737,7 +734,8 @@ class SshHost(RemoteHost):
 
     def close(self) -> None:
         try:
-            self.release_kernel_lock()  # released, not dropped: the next holder would repair after us
+            if self.kernel_lock is not None:
+                self.kernel_lock.release()  # released, not dropped: the next holder would repair after us
         finally:
             if self._session is not None:
                 self._session.close()
