@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 from pathlib import Path
+from urllib.parse import quote
 
 from alembic import command
 from alembic.config import Config
@@ -39,6 +41,42 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+def _sqlite_read_only_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    # no journal_mode: switching it is a write; the file keeps the mode its writer set
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def sqlite_read_only_reason(url_text: str) -> str | None:
+    """Why an existing SQLite database can be read but not written here (an archived copy, a
+    read-only mount, another user's file), or None when it can be written or is not a SQLite file."""
+    try:
+        url = make_url(url_text)
+    except ArgumentError:
+        return None
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    path = Path(url.database)
+    if not path.is_file():
+        return None
+    if not os.access(path, os.W_OK):
+        return f"file {path} is not writable"
+    parent = path.parent if str(path.parent) else Path(".")
+    if not os.access(parent, os.W_OK):
+        # SQLite creates the -wal and -shm files next to the database, even to read a WAL file
+        return f"directory {parent} is not writable"
+    return None
+
+
+def _read_only_creator(path: Path):  # type: ignore[no-untyped-def]
+    """Connections that cannot write. Without a -wal file no writer is mid-transaction and SQLite
+    need not create one to read (immutable); with one, it is read through its -shm file."""
+    wal = path.with_name(path.name + "-wal")
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if wal.exists() else "&immutable=1")
+    return lambda: sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+
+
 def _check_sqlite_path(url_text: str, database: str | None) -> None:
     if not database or database == ":memory:":
         return
@@ -54,9 +92,11 @@ def _check_sqlite_path(url_text: str, database: str | None) -> None:
         raise StorageError(f"database {url_text}: directory {parent} is not writable")
 
 
-def open_engine(url_text: str = DEFAULT_DB_URL, *, create: bool = True) -> Engine:
+def open_engine(url_text: str = DEFAULT_DB_URL, *, create: bool = True, read_only: bool = False) -> Engine:
     """An engine on a migrated database. With create=False a missing SQLite file is an error
-    (read-only commands must not leave empty databases behind)."""
+    (read-only commands must not leave empty databases behind). read_only: an existing SQLite
+    file opened so that nothing can be written (see sqlite_read_only_reason); it must already
+    have the newest schema."""
     try:
         url = make_url(url_text)
     except ArgumentError:
@@ -69,9 +109,14 @@ def open_engine(url_text: str = DEFAULT_DB_URL, *, create: bool = True) -> Engin
     if is_sqlite:
         if not create and url.database and url.database != ":memory:" and not Path(url.database).exists():
             raise StorageError(f"database {url_text}: no such file (run `ostune run` first)")
-        _check_sqlite_path(url_text, url.database)
+        if not read_only:
+            _check_sqlite_path(url_text, url.database)
+    read_only = read_only and is_sqlite and bool(url.database) and url.database != ":memory:"
     try:
-        engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
+        if read_only:
+            engine = create_engine(url, creator=_read_only_creator(Path(str(url.database))))
+        else:
+            engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
     except ImportError as exc:
         # a server database whose Python driver is not installed (ostune depends on SQLite only)
         module = exc.name or "its driver"
@@ -83,9 +128,12 @@ def open_engine(url_text: str = DEFAULT_DB_URL, *, create: bool = True) -> Engin
     except ArgumentError as exc:
         raise StorageError(f"database {shown!r}: {_first_line(exc)}") from None
     if is_sqlite:
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", _sqlite_read_only_pragmas if read_only else _sqlite_pragmas)
     try:
-        migrate(engine, shown)
+        if read_only:
+            _check_schema_current(engine, shown)
+        else:
+            migrate(engine, shown)
     except OperationalError as exc:
         raise StorageError(f"database {shown}: {_first_line(exc.orig)}") from None
     except SQLAlchemyError as exc:
@@ -98,6 +146,17 @@ def _first_line(error: object) -> str:
     connection errors and SQLAlchemy's statement dumps are several lines long)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     return lines[0] if lines else error.__class__.__name__
+
+
+def _check_schema_current(engine: Engine, shown: str) -> None:
+    """A database that cannot be written cannot be migrated: read it only at the newest schema."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    if current != head:
+        raise StorageError(f"database {shown} cannot be written here and has schema revision {current!r}, not "
+                           f"{head!r}: open it once where it can be written (any ostune command upgrades it), "
+                           "or read a writable copy")
 
 
 def migrate(engine: Engine, shown: str | None = None) -> None:

@@ -107,13 +107,14 @@ def _param_row(name: str, value: Any) -> TrialParam:
 
 
 class ResultStore:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, read_only: bool = False) -> None:
         self.engine = engine
+        self.read_only = read_only
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str = DEFAULT_DB_URL, *, create: bool = True) -> "ResultStore":
-        return cls(open_engine(url, create=create))
+    def open(cls, url: str = DEFAULT_DB_URL, *, create: bool = True, read_only: bool = False) -> "ResultStore":
+        return cls(open_engine(url, create=create, read_only=read_only), read_only=read_only)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -139,6 +140,8 @@ class ResultStore:
         return self._sessions()
 
     def _write(self, fn):  # type: ignore[no-untyped-def]
+        if self.read_only:
+            raise StorageError(f"database {self.describe()} is opened read-only here: this command cannot write to it")
         try:
             with self._session() as session, session.begin():
                 return fn(session)

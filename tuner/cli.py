@@ -93,11 +93,25 @@ host_settings_option = click.option(
          "key_path=… known_hosts_path=… (ssh).")
 
 
-def open_store(db: str, *, create: bool = True, console: Console | None = None):  # type: ignore[no-untyped-def]
-    """Open the database and repair what a dead ostune process left behind."""
+def open_store(db: str, *, create: bool = True, console: Console | None = None,
+               readable: bool = False):  # type: ignore[no-untyped-def]
+    """Open the database and repair what a dead ostune process left behind. readable: the
+    command only reads, so a SQLite file this user cannot write (an archived copy, a read-only
+    mount) is read as it is, without the repair (which writes)."""
+    from storage.database import sqlite_read_only_reason
     from storage.store import ResultStore
-    from tuner.recovery import recover
+    from tuner.recovery import dead_runs, recover
 
+    read_only_reason = sqlite_read_only_reason(db) if readable else None
+    if read_only_reason:
+        store = ResultStore.open(db, create=False, read_only=True)
+        dead = dead_runs(store)
+        if dead:
+            (console or _stderr()).print(
+                f"database {escape(db)} is read-only here ({escape(read_only_reason)}): the {len(dead)} run(s) in it "
+                "whose process died were not recovered (values they changed are not put back); run an ostune "
+                "command where the file can be written to do it", highlight=False)
+        return store
     store = ResultStore.open(db, create=create)
     report = recover(store)
     if report.anything:
@@ -459,7 +473,7 @@ def experiments(db: str) -> None:
 
     from tuner.verify import latest_results
 
-    store = open_store(db, create=False)
+    store = open_store(db, create=False, readable=True)
     summaries = store.summaries()
     verified = {s.name: _verify_cell(store, s, latest_results(store, s.id)) for s in summaries}
     table = Table(box=box.SIMPLE_HEAD, show_edge=False)
@@ -526,7 +540,7 @@ def show(name: str, db: str) -> None:
     from tuner.outcome import make_console
     from tuner.progress import fitting_trials_table
 
-    store = open_store(db, create=False)
+    store = open_store(db, create=False, readable=True)
     experiment = _experiment(store, name)
     trials = store.trials(experiment.id)
     best = best_trial(trials, experiment.maximize)
@@ -562,7 +576,7 @@ def best(name: str, db: str, as_json: bool, minimal: bool = False) -> None:
     from tuner.export import minimal_summary, render_sysctl_d
     from tuner.recommend import describe_minimal, recommend, recommendation_doc
 
-    store = open_store(db, create=False)
+    store = open_store(db, create=False, readable=True)
     experiment = _experiment(store, name)
     space = stored_space(experiment)
     choice = recommend(store, experiment)

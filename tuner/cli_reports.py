@@ -108,7 +108,7 @@ def register(main: click.Group) -> None:
         """A self-contained HTML report of an experiment (plots embedded)."""
         from tuner import report as rep
 
-        store = open_store(db, create=False)
+        store = open_store(db, create=False, readable=True)
         experiment = _experiment(store, name)
         data = rep.load(store, experiment)
         path = output or f"{name}.html"
@@ -139,7 +139,7 @@ def register(main: click.Group) -> None:
         if minimal and (trial_number is not None or fmt in ex.TRIAL_FORMATS):
             raise BadInputError(f"--minimal goes with the recommended configuration in sysctl.d, grub or tuned "
                                 f"format, not with {'--trial' if trial_number is not None else '--format ' + fmt}")
-        store = open_store(db, create=False)
+        store = open_store(db, create=False, readable=True)
         experiment = _experiment(store, name)
         space = stored_space(experiment)
         if fmt in ex.TRIAL_FORMATS:
@@ -195,8 +195,8 @@ def register(main: click.Group) -> None:
         """Compare two experiments: trials, baseline, the recommended configurations, the best single trials."""
         from tuner.compare import compare_experiments
 
-        store_a = open_store(db, create=False)
-        store_b = open_store(db_b, create=False) if db_b else store_a
+        store_a = open_store(db, create=False, readable=True)
+        store_b = open_store(db_b, create=False, readable=True) if db_b else store_a
         doc = compare_experiments(store_a, _experiment(store_a, a), store_b, _experiment(store_b, b))
         if as_json:
             click.echo(json.dumps(doc, default=str))
