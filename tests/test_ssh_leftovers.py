@@ -7,6 +7,8 @@ guest reached as an SSH host (TCG unless KVM works): plumbing, not latency. Mark
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,6 +71,26 @@ def running(vm: QemuHost, pid: int) -> bool:
 def redis_pids(vm: QemuHost) -> list[int]:
     out = vm.run(["sh", "-c", "pgrep -x redis-server || true"]).stdout
     return [int(p) for p in out.split()]
+
+
+def holder_shell_pid(vm: QemuHost) -> int:
+    [pid] = vm.run(["pgrep", "-f", f"^sh -c .* sh {LOCK_FILE} "]).stdout.split()
+    return int(pid)
+
+
+def parent_pid(vm: QemuHost, pid: int) -> int:
+    return int(vm.read_text(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[1])
+
+
+def lose_lock_to_a_rival(vm: QemuHost, controller_pid: int) -> None:
+    """The controller's holding shell ends and a rival takes the lock and releases it, all while
+    the controller is stopped (so it cannot look in between): what it finds then is an empty file."""
+    os.kill(controller_pid, signal.SIGSTOP)
+    try:
+        vm.run(["pkill", "-f", f"^sh -c .* sh {LOCK_FILE} "])
+        vm.run(["flock", "-w", "20", LOCK_FILE, "sh", "-c", f": > {LOCK_FILE}"])
+    finally:
+        os.kill(controller_pid, signal.SIGCONT)
 
 
 def test_restore_host_stops_a_dead_owners_server_and_removes_its_workdir_only(
@@ -200,16 +222,19 @@ def test_two_controllers_with_their_own_databases_do_not_tune_one_ssh_host_at_on
         restore = ostune("restore", "--db", f"sqlite:///{second_db}", *ssh_args(guest, image), cwd=tmp_path)
         assert restore.returncode == 6 and f"already being tuned by pid {first.pid} " in restore.stderr, \
             restore.stderr + restore.stdout
-        # the shell holding the first run's lock ends (as when its connection drops): the first
-        # run can no longer be sure it tunes alone, and stops before its next trial
-        guest.run(["pkill", "-f", f"^sh -c .* sh {LOCK_FILE} "])
+        # the shell holding the first run's lock ends (as when its connection drops) and another
+        # process takes the lock and lets it go before the first run looks again: the first run can
+        # no longer be sure it tunes alone, and stops before its next trial
+        lose_lock_to_a_rival(guest, first.pid)
         out, err = first.communicate(timeout=300)
     finally:
         if first.poll() is None:
             first.kill()
             first.wait()
     assert first.returncode == 6, err + out
-    assert f"the kernel lock on ssh://root@127.0.0.1:{guest.port} was lost" in " ".join((err + out).split())
+    said = " ".join((err + out).split())
+    assert f"the kernel lock on ssh://root@127.0.0.1:{guest.port} was lost" in said, said
+    assert "another process held it and released it in between" in said, said
     assert query(first_db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
     assert query(first_db, "select count(*) from trials where status = 'succeeded'")[0][0] < 20
 
@@ -342,7 +367,7 @@ def test_a_verify_that_loses_the_kernel_lock_stops_before_its_next_round(
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the verification never measured"
             time.sleep(0.5)
-        guest.run(["pkill", "-f", f"^sh -c .* sh {LOCK_FILE} "])
+        lose_lock_to_a_rival(guest, proc.pid)
         out, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
@@ -352,3 +377,72 @@ def test_a_verify_that_loses_the_kernel_lock_stops_before_its_next_round(
     assert "verification stopped before round " in " ".join(err.split()), err
     assert query(db, "select status from verifications") == [("failed",)]
     assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
+
+
+def test_a_run_whose_ssh_connection_drops_takes_its_kernel_lock_again_and_goes_on(
+    guest: QemuHost, image: GuestImage, tmp_path: Path,
+) -> None:
+    """The connection drops (its sshd process on the host dies) in the middle of a run: the lock
+    file still names this run, so nobody held the lock in between, and the run takes it again
+    and finishes instead of stopping."""
+    original = guest.read_text("/proc/sys/vm/swappiness").strip()
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    db = tmp_path / "drop.db"
+    proc = spawn_ostune("run", "--trials", "5", "--space", str(space), "--repetitions", "1", "--requests", "300",
+                        "--no-profiles", "--experiment", "drop", "--db", f"sqlite:///{db}", *ssh_args(guest, image),
+                        cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 600
+        while not try_query(db, "select 1 from trials where number = 2 and status = 'running'"):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never reached its second trial"
+            time.sleep(0.5)
+        connection = parent_pid(guest, holder_shell_pid(guest))  # the sshd process of the run's connection
+        guest.run(["kill", "-9", str(connection)])
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = " ".join((err + out).split())
+    assert proc.returncode in (0, 7), said
+    assert (f"the SSH channel holding the kernel lock on ssh://root@127.0.0.1:{guest.port} closed; the lock was "
+            "taken again (nobody held it in between)") in said, said
+    assert query(db, "select count(*) from trials") == [(5,)]
+    assert query(db, "select count(*) from trials where status = 'succeeded'")[0][0] >= 4  # at most the one cut off
+    assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
+    assert guest.read_text("/proc/sys/vm/swappiness").strip() == original
+    assert guest.read_text(LOCK_FILE) == ""  # released at the end, by the shell that took it again
+
+
+def test_the_shell_of_a_dropped_connection_still_holding_the_lock_is_ended_and_the_lock_taken_again(
+    guest: QemuHost, image: GuestImage,
+) -> None:
+    """sshd may not notice a dead connection for a long time; meanwhile the old holding shell keeps
+    the lock under this process's own description. Here its sshd process is stopped (it cannot see
+    the connection close) and this side's connection closed."""
+    host = guest_as_ssh_host(guest, image)
+    said: list[str] = []
+    stopped = None
+    try:
+        lock = host.take_kernel_lock(command="run", database="x", log=said.append)
+        old_shell = holder_shell_pid(guest)
+        stopped = parent_pid(guest, old_shell)
+        guest.run(["kill", "-STOP", str(stopped)])
+        host._session.close()
+        assert lock.lost() is None, said
+        assert said == [f"the SSH channel holding the kernel lock on {host.key} closed; the lock was taken again "
+                        "(nobody held it in between)"]
+        # ended by the new holder (a zombie until its stopped parent reaps it)
+        assert not guest.exists(f"/proc/{old_shell}") or \
+            guest.read_text(f"/proc/{old_shell}/stat").rsplit(")", 1)[1].split()[0] == "Z"
+        assert holder_shell_pid(guest) != old_shell
+        assert not guest.run(["flock", "-n", LOCK_FILE, "true"], check=False).ok
+        lock.release()
+        assert guest.read_text(LOCK_FILE) == ""
+    finally:
+        if stopped is not None:
+            guest.run(["kill", "-CONT", str(stopped)], check=False)
+        host.close()
+    assert guest.run(["flock", "-n", LOCK_FILE, "true"], check=False).ok

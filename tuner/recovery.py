@@ -206,7 +206,7 @@ def take_remote_kernel_lock(host, command: str, own: ResultStore | None,  # type
                             message: Callable[[str], None]):
     """The kernel lock of a machine tuned over SSH (SshHost.take_kernel_lock), taken at once or
     LockHeldError; what a holder that did not release it left is repaired first."""
-    lock = host.take_kernel_lock(command=command, database=own.describe() if own is not None else "")
+    lock = host.take_kernel_lock(command=command, database=own.describe() if own is not None else "", log=message)
     try:
         if lock.previous is not None:
             recover_previous_remote_holder(lock.previous, own, host, message)

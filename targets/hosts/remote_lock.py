@@ -10,6 +10,11 @@ dies (kill -9) or its connection drops, sshd closes the shell's stdin, and the s
 emptying the file: the next holder finds the description of a holder that did not release it,
 exactly as on this machine. Because the file is the one a local ostune process on that machine
 uses, a run from here and a run there exclude each other too: they change one kernel.
+
+A dropped connection need not end the run: the lock file still holds this process's description
+until somebody else takes the lock, so taking it again and finding that description (and only
+that) proves nobody changed the kernel in between; anything else in it means somebody may have,
+and the lock stays lost.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ if [ $rc = 75 ]; then printf 'HELD %s\\n' "$(cat "$f")"; exit 75; fi
 if [ $rc != 0 ]; then exit $rc; fi
 printf 'PREVIOUS %s\\n' "$(cat "$f")"
 printf '%s' "$2" > "$f"
-echo LOCKED
+echo "LOCKED $$"
 read -r line
 case "$line" in
   RELEASE) : > "$f" ;;
@@ -50,16 +55,27 @@ esac
 ANSWER_TIMEOUT_S = 30.0
 
 
+class _HeldByOwnShell(LockHeldError):
+    """The lock is held under this process's own description: by the shell of its dropped
+    connection, which sshd has not ended yet."""
+
+    def __init__(self, host_key: str) -> None:
+        super().__init__(f"the kernel lock on {host_key} is still held by the shell of this process's dropped "
+                         "SSH connection")
+
+
 class RemoteKernelLock:
     """KernelLock's interface (acquire, release, previous) plus `lost()`, for a RemoteHost."""
 
     def __init__(self, host: "RemoteHost", path: str = str(DEFAULT_PATH),
-                 on_release: Callable[[], None] | None = None) -> None:
+                 on_release: Callable[[], None] | None = None, log: Callable[[str], None] | None = None) -> None:
         self.host = host
         self.path = path
         #: called once released (SshHost forgets it: a later run takes a new one)
         self._on_release = on_release or (lambda: None)
+        self._log = log or (lambda _text: None)
         self._channel = None  # paramiko Channel of the holding shell
+        self._holder_pid: int | None = None  # of the holding shell, on that machine
         self._doc: dict | None = None
         self._lost: str | None = None
         #: after acquire(): the description a holder that did not release it left, or None
@@ -83,7 +99,7 @@ class RemoteKernelLock:
         try:
             channel.settimeout(ANSWER_TIMEOUT_S)
             answer = lines.readline().rstrip("\n")
-            confirm = lines.readline().strip() if answer.startswith("PREVIOUS") else ""
+            confirm, _, holder_pid = (lines.readline().strip() if answer.startswith("PREVIOUS") else "").partition(" ")
         except OSError as exc:  # socket.timeout included
             channel.close()
             raise HostError(f"no answer taking the kernel lock {self.path} on {self.host.key}: "
@@ -91,7 +107,9 @@ class RemoteKernelLock:
         word, _, content = answer.partition(" ")
         if word == "HELD":
             channel.close()
-            holder = describe(doc) if (doc := _parse(content.encode())) else "another ostune process"
+            if (doc := _parse(content.encode())) is not None and doc == self._doc:
+                raise _HeldByOwnShell(self.host.key)
+            holder = describe(doc) if doc else "another ostune process"
             raise LockHeldError(f"the kernel of {self.host.key} is already being tuned by {holder}; one ostune "
                                 "process at a time changes it, whatever its database — wait for it, or stop it")
         if word != "PREVIOUS":
@@ -111,6 +129,7 @@ class RemoteKernelLock:
                             f"{confirm!r}")
         channel.settimeout(None)
         self._channel = channel
+        self._holder_pid = int(holder_pid) if holder_pid.isdigit() else None
 
     def lost(self) -> str | None:
         """Why the lock is no longer held (the holding shell ended: the connection dropped, the
@@ -120,7 +139,46 @@ class RemoteKernelLock:
         channel = self._channel
         if channel is None or not (channel.closed or channel.exit_status_ready()):
             return None
-        return f"the kernel lock on {self.host.key} was lost (the SSH channel holding it closed)"
+        self._lost = self._resume()
+        return self._lost
+
+    def _resume(self) -> str | None:
+        """After the holding shell ended unasked (a dropped connection): the lock taken again when
+        the file shows nobody held it since, else why it is lost. Our own shell may still hold it
+        (sshd has not noticed the connection is gone): it is ended first."""
+        dropped = f"the kernel lock on {self.host.key} was lost (the SSH channel holding it closed)"
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self._doc is None:
+            return dropped
+        first_previous, orphan = self.previous, self._holder_pid
+        try:
+            for attempt in range(3):
+                try:
+                    self._take(json.dumps(self._doc))
+                    break
+                except _HeldByOwnShell:
+                    if orphan is None or attempt == 2:
+                        return f"{dropped}, and its old holding shell still holds it"
+                    self.host.run(["kill", str(orphan)], check=False, timeout_s=30)
+                    time.sleep(0.5)
+                except HostError:
+                    if attempt == 2:
+                        raise
+                    time.sleep(1)  # a dropped connection is noticed by the first use; the next reconnects
+        except OstuneError as exc:
+            return f"{dropped}, and taking it again failed: {str(exc).splitlines()[0]}"
+        found, self.previous = self.previous, first_previous
+        if found != self._doc:
+            # somebody held it in between: what they changed may still be in the kernel, and what
+            # they left for the next holder (their description) is put back for it
+            self.release(restore=found)
+            held = f"{describe(found)} held it" if found else "another process held it and released it"
+            return f"{dropped}, and {held} in between: the kernel may have been changed under this run"
+        self._log(f"the SSH channel holding the kernel lock on {self.host.key} closed; the lock was taken "
+                  "again (nobody held it in between)")
+        return None
 
     def reacquire(self) -> None:
         """After a reboot (the holding shell died with the machine, /run was emptied): take the

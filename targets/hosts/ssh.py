@@ -690,11 +690,13 @@ class SshHost(RemoteHost):
         #: held while a run or verify tunes this machine (take_kernel_lock)
         self.kernel_lock: RemoteKernelLock | None = None
 
-    def take_kernel_lock(self, *, command: str, database: str) -> RemoteKernelLock:
+    def take_kernel_lock(self, *, command: str, database: str,
+                         log: Callable[[str], None] | None = None) -> RemoteKernelLock:
         """This machine's kernel lock (targets/hosts/remote_lock.py), shared with every ostune
-        process tuning it, here or on other machines; kept across the reboots of boot changes."""
+        process tuning it, here or on other machines; kept across the reboots of boot changes
+        and, when nobody took it in between, across a dropped connection (said through `log`)."""
         if self.kernel_lock is None:
-            lock = RemoteKernelLock(self, on_release=self._forget_kernel_lock)
+            lock = RemoteKernelLock(self, on_release=self._forget_kernel_lock, log=log)
             self.kernel_lock = lock.acquire(command=command, database=database,
                                             identity=asdict(ProcessIdentity.current()))
         return self.kernel_lock
