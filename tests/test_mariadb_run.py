@@ -242,6 +242,12 @@ def test_external_dsn_leaves_the_server_running_unchanged_and_never_stores_the_p
     second = run_ostune("run", "--app", "mysql", "--app-set", f"dsn={dsn}", "--space", "mysql-latency",
                         "--trials", "1", "--experiment", "ext", "--db", f"sqlite:///{db}", *SHORT, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
+    # continued without its server's DSN it would start a server of its own and store those
+    # trials with these: refused, nothing stored
+    alone = run_ostune("run", "--app", "mysql", "--trials", "1", "--experiment", "ext", "--db", f"sqlite:///{db}",
+                       *SHORT, cwd=tmp_path)
+    _assert_one_line_error(alone, 2, f"tuned the external server mysql://sbtest@127.0.0.1:{endpoint.port}/sbtest; "
+                                     "give its DSN")
     shown = query(db, "select name from experiments")
     listing = ostune("show", "ext", "--db", f"sqlite:///{db}")
     assert listing.returncode == 0 and shown == [("ext",)]
@@ -276,6 +282,31 @@ def test_external_dsn_leaves_the_server_running_unchanged_and_never_stores_the_p
     if device:
         assert dict(query(db, "select name, path from restore_journal"))["block.scheduler"] == \
             f"/sys/block/{device}/queue/scheduler"
+
+
+@needs_sysbench
+def test_an_experiment_on_ostunes_own_server_is_not_continued_on_another(tmp_path, server):
+    """The server is part of the set-up: trials on two servers in one experiment would rank
+    configurations by server. An OSTUNE_DSN exported for other experiments is left unused."""
+    app, endpoint = server
+    dsn = f"mysql://sbtest:{endpoint.extra['password']}@127.0.0.1:{endpoint.port}/sbtest"
+    db = tmp_path / "own.db"
+    common = ("run", "--app", "mariadb", "--space", "mysql-latency", "--no-profiles", "--experiment", "own",
+              "--db", f"sqlite:///{db}", *SHORT)
+    first = run_ostune(*common, "--trials", "1", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    before = dump_db(db)
+    served = _queries_served(endpoint)
+
+    refused = run_ostune(*common, "--trials", "2", "--dsn", dsn, cwd=tmp_path)
+    _assert_one_line_error(refused, 2, "--dsn: experiment 'own' did not tune an external MySQL server "
+                                       r"\(it was tuned on a MariaDB server ostune starts itself\); leave --dsn out")
+    assert dump_db(db) == before
+    continued = run_ostune(*common, "--trials", "2", cwd=tmp_path, env={"OSTUNE_DSN": dsn})
+    assert continued.returncode in (0, 7), continued.stderr
+    assert "external server" not in continued.stdout and "(datadir /" in continued.stdout
+    assert query(db, "select count(*) from trials where status = 'succeeded'") == [(3,)]
+    assert _queries_served(endpoint) - served < 20  # only this test's own status queries reached it
 
 
 # -- bad input --------------------------------------------------------------------------------------
@@ -345,6 +376,11 @@ def test_dsn_with_redis_or_twice_is_bad_input(tmp_path, existing_db):
         _assert_one_line_error(result, 2, needle)
         assert secret not in result.stdout + result.stderr
     assert dump_db(existing_db) == before
+    # OSTUNE_DSN, exported for the MySQL experiments of a shell or a job, does not break the others
+    other = run_ostune("run", "--app", "command", "--experiment", "kept", "--trials", "3", "--db",
+                       f"sqlite:///{existing_db}", cwd=tmp_path, env={"OSTUNE_DSN": dsn})
+    assert other.returncode in (0, 7), other.stderr
+    assert query(existing_db, "select count(*) from trials") == [(2 + 3,)]
 
 
 def test_sysbench_missing(tmp_path, existing_db):

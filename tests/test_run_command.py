@@ -47,6 +47,25 @@ def test_a_resumed_command_experiment_reuses_its_command_and_seed_and_refuses_ot
     assert new.returncode == 2 and "--app command needs --command" in new.stderr, new.stderr
 
 
+def test_a_resumed_experiment_is_measured_on_its_own_host_and_refuses_another(tmp_path, space_file):
+    """Left out, --host was `local`: an experiment tuned elsewhere (an SSH host, the `none` black
+    box) went on on this machine and stored those trials with the others."""
+    db = tmp_path / "h.db"
+    assert run_quadratic(space_file, db, 2).returncode == 0
+    before = dump_db(db)
+    refused = ostune("run", "--app", "command", "--host", "local", "--experiment", "quad", "--trials", "1",
+                     "--db", f"sqlite:///{db}")
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip() == ("error: --host local: experiment 'quad' was tuned on none; another machine "
+                                      "makes its trials incomparable (use a new --experiment name, or leave --host out)")
+    assert dump_db(db) == before
+    resumed = ostune("run", "--app", "command", "--experiment", "quad", "--trials", "1", "--db", f"sqlite:///{db}",
+                     "--repetitions", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert query(db, "select distinct host_key from runs") == [("none",)]
+    assert query(db, "select count(*) from trials where status = 'succeeded'") == [(3,)]
+
+
 def test_resume_continues_numbering_and_the_model_sees_all_earlier_trials(tmp_path, space_file):
     db = tmp_path / "r.db"
     first = run_quadratic(space_file, db, 5)

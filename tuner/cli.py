@@ -261,9 +261,19 @@ def _parse_settings(pairs: tuple[str, ...], flag: str = "--set") -> dict[str, An
     return settings
 
 
+def _dsn_from_environment() -> bool:
+    """Whether --dsn's value came from OSTUNE_DSN: exported for the MySQL experiments of a shell
+    or a job, it must not break the commands and experiments it does not apply to."""
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source("dsn") == ParameterSource.ENVIRONMENT
+
+
 def _app_settings(app: str, pairs: tuple[str, ...], dsn: str | None) -> dict[str, Any]:
     """--app-set pairs plus --dsn (external MySQL server; its password is never printed or stored)."""
     settings = _parse_settings(pairs, flag="--app-set")
+    if dsn is not None and app not in ("mysql", "mariadb") and _dsn_from_environment():
+        dsn = None
     if dsn is not None:
         if app not in ("mysql", "mariadb"):
             raise BadInputError(f"--dsn is for --app mysql (or mariadb), not --app {app}")
@@ -278,7 +288,8 @@ def _app_settings(app: str, pairs: tuple[str, ...], dsn: str | None) -> dict[str
               help="Space file, or a shipped space name (default: redis-latency; `ostune spaces` lists them).")
 @click.option("--app", default="redis", show_default=True, type=click.Choice(["redis", "command", "mariadb", "mysql"]))
 @click.option("--command", "command", default=None, help="Shell command for --app command.")
-@click.option("--host", "host_spec", default="local", show_default=True, help="local | none | qemu | ssh://user@host[:port]")
+@click.option("--host", "host_spec", default=None,
+              help="local | none | qemu | ssh://user@host[:port]  [default: local; a resumed experiment's own host]")
 @click.option("--trials", default=None, type=click.IntRange(min=1),
               help="Trials to run now [default: 10; with a budget option: until the budget ends].")
 @click.option("--experiment", "experiment_name", default=None, help="Experiment name (default: APP-SPACE).")
@@ -321,7 +332,7 @@ def _app_settings(app: str, pairs: tuple[str, ...], dsn: str | None) -> dict[str
 @click.option("--quiet", is_flag=True, help="Only errors and the final summary.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout at the end.")
 @handle_errors
-def run(space_spec: str | None, app: str, command: str | None, host_spec: str, trials: int | None,
+def run(space_spec: str | None, app: str, command: str | None, host_spec: str | None, trials: int | None,
         experiment_name: str | None, db: str, seed: int | None, objective: str, maximize: bool,
         repetitions: int, no_warmup: bool, strict: bool, engine: str, clients: int | None,
         requests: int | None, settings: tuple[str, ...], app_settings: tuple[str, ...],
@@ -330,8 +341,10 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
         lock_timeout: str, log_file: str | None, quiet: bool, as_json: bool, dsn: str | None = None) -> None:
     """Tune the kernel under an application; resumes the experiment if it exists."""
     from spaces.loader import load_space
-    from tuner.experiment import ExperimentRunner, RunSettings, refuse_other_app
-    from tuner.factory import TargetOptions, make_app_and_workload, make_host
+    import dataclasses
+
+    from tuner.experiment import ExperimentRunner, RunSettings, refuse_other_app, refuse_other_host
+    from tuner.factory import TargetOptions, host_spec_for, make_app_and_workload, make_host
     from tuner.budget import Budget
     from tuner.lock import HostLocks, parse_timeout
     from tuner.outcome import file_console, make_console, summary_doc
@@ -362,7 +375,7 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
     # Without --space: a new experiment gets the app's shipped space, an existing one its own.
     default_space = {"mysql": "mysql-latency", "mariadb": "mysql-latency"}.get(app, "redis-latency")
     space = load_space(space_spec or default_space) if (space_spec or not experiment_name) else None
-    options = TargetOptions(app=app, command=command, host=host_spec, workload=workload_settings,
+    options = TargetOptions(app=app, command=command, host=host_spec or "local", workload=workload_settings,
                             app_settings=_app_settings(app, app_settings, dsn),
                             host_settings=_parse_settings(host_settings, flag="--host-set"))
     # a resumed command experiment may leave its --command out (the stored one is reused)
@@ -378,7 +391,9 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
         existing = store.get_experiment(name)
         if existing is not None:  # measured under its stored set-up, whatever this command line leaves out
             refuse_other_app(existing, "mysql" if app == "mariadb" else app)  # before its set-up is looked at
-            options = resumed_options(options, existing)
+            if host_spec is None:  # not this machine by default: the trials so far were measured there
+                options = dataclasses.replace(options, host=host_spec_for(str(existing.target.get("host"))))
+            options = resumed_options(options, existing, dsn_from_environment=_dsn_from_environment())
             app_obj, workload = make_app_and_workload(options)
         else:
             if defer_workload:
@@ -394,6 +409,8 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str, t
                 space = load_space(default_space)
         parsed_tries = _tries(tries, space, store, name)
         host = make_host(options)
+        if existing is not None:
+            refuse_other_host(existing, host.key)
         target = {"app": "mysql" if app == "mariadb" else app, "host": host.key,
                   **{k: v for k, v in app_obj.describe().items() if k != "app"}, **workload.describe()}
         reporter = ConsoleReporter(out, interactive=_is_interactive() and not as_json, quiet=quiet,
@@ -649,7 +666,7 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
     out = make_console(stderr=as_json)
     store = open_store(db, create=False, console=out)
     experiment = _experiment(store, name)
-    options = verify_options(experiment, host_spec=host_spec, dsn=dsn,
+    options = verify_options(experiment, host_spec=host_spec, dsn=dsn, dsn_from_environment=_dsn_from_environment(),
                              host_settings=_parse_settings(host_settings, flag="--host-set"))
     app_obj, workload = make_app_and_workload(options)
     host = make_host(options)

@@ -140,6 +140,21 @@ def refuse_other_app(existing: ExperimentRecord, app: str) -> None:
         raise BadInputError(f"experiment {existing.name!r} tunes app {existing.target.get('app')!r}, not {app!r}")
 
 
+def refuse_other_host(existing: ExperimentRecord, host_key: str) -> None:
+    """A resumed experiment is measured on the machine it was tuned on: trials of two machines in
+    one model rank configurations by machine. (A QEMU guest is booted afresh for every run; what
+    makes it another machine, its memory, vCPUs and image settings, is checked with the host
+    settings.)"""
+    stored = str(existing.target.get("host"))
+    if stored == host_key or (stored.startswith("qemu:") and host_key.startswith("qemu:")):
+        return
+    from tuner.factory import host_spec_for
+
+    raise BadInputError(f"--host {host_spec_for(host_key)}: experiment {existing.name!r} was tuned on {stored}; "
+                        "another machine makes its trials incomparable (use a new --experiment name, or leave "
+                        "--host out)")
+
+
 class ExperimentRunner:
     def __init__(
         self, store: ResultStore, host: Host, app: App, workload: Workload, space: Space,

@@ -84,9 +84,13 @@ def _shown(value: Any) -> str:
     return str(value)
 
 
-def resumed_options(options: "TargetOptions", experiment: "ExperimentRecord") -> "TargetOptions":
+def resumed_options(options: "TargetOptions", experiment: "ExperimentRecord", *,
+                    dsn_from_environment: bool = False) -> "TargetOptions":
     """`ostune run` of an existing experiment: the stored set-up for what the command line leaves
-    out. Another app is left alone here (the run refuses it with its own message)."""
+    out. Another app is left alone here (the run refuses it with its own message). The MySQL
+    server is part of the set-up: an experiment tuned on ostune's own server is not continued on
+    an external one, nor the other way round (the DSN from OSTUNE_DSN is not given for this
+    experiment in particular, so it is only left unused where it does not apply)."""
     from tuner.factory import TargetOptions, host_spec_for
 
     target = experiment.target
@@ -94,13 +98,17 @@ def resumed_options(options: "TargetOptions", experiment: "ExperimentRecord") ->
         return options
     settings = experiment.settings
     same_host = options.host == host_spec_for(str(target.get("host")))
+    given_app_settings = dict(options.app_settings)
+    if target.get("app") == "mysql":
+        given_app_settings = _with_experiments_server(given_app_settings, experiment,
+                                                      dsn_from_environment=dsn_from_environment, command="run")
     return TargetOptions(
         # the command workload's command is its whole set-up: reused when left out (a different
         # one is refused by resolve_experiment)
         app=options.app, command=options.command or target.get("command"), host=options.host,
         workload=reuse_measured(settings.get("workload"), options.workload, what="workload setting",
                                 experiment=experiment.name),
-        app_settings=reuse_measured(_stored_app_settings(experiment), options.app_settings, what="--app-set",
+        app_settings=reuse_measured(_stored_app_settings(experiment), given_app_settings, what="--app-set",
                                     experiment=experiment.name),
         host_settings=reuse_resumed_host(settings.get("host_settings"), options.host_settings, same_host=same_host,
                                          machine_settings=_machine_settings(options.host),
@@ -127,7 +135,7 @@ def _machine_settings(host_spec: str) -> frozenset[str]:
 
 
 def verify_options(experiment: "ExperimentRecord", *, host_spec: str | None, host_settings: Mapping[str, Any],
-                   dsn: str | None) -> "TargetOptions":
+                   dsn: str | None, dsn_from_environment: bool = False) -> "TargetOptions":
     """`ostune verify`: re-measure under the experiment's stored set-up, on its host unless told
     otherwise. An external MySQL server is reached with its DSN given again (never stored), and
     only if it is the server the experiment tuned."""
@@ -137,18 +145,37 @@ def verify_options(experiment: "ExperimentRecord", *, host_spec: str | None, hos
     app = {"mysql": "mariadb"}.get(str(target.get("app")), str(target.get("app")))
     own_host = host_spec_for(str(target.get("host")))
     app_settings = dict(_stored_app_settings(experiment) or {})
-    external = target.get("app") == "mysql" and target.get("managed") is False
-    if external:
-        app_settings["dsn"] = _same_server(dsn, str(target.get("dsn")), experiment.name)
-    elif dsn is not None:
-        raise BadInputError(f"--dsn: experiment {experiment.name!r} did not tune an external MySQL server "
-                            f"(its app: {target.get('app')}, started by ostune)")
+    if dsn is not None:
+        app_settings["dsn"] = dsn
+    app_settings = _with_experiments_server(app_settings, experiment, dsn_from_environment=dsn_from_environment,
+                                            command="verify")
     return TargetOptions(
         app=app, command=target.get("command"), host=host_spec or own_host,
         workload=dict(experiment.settings.get("workload") or {}), app_settings=app_settings,
         host_settings=reuse_host(experiment.settings.get("host_settings"), host_settings,
                                  same_host=(host_spec or own_host) == own_host),
     )
+
+
+def _with_experiments_server(app_settings: dict[str, Any], experiment: "ExperimentRecord", *,
+                             dsn_from_environment: bool, command: str) -> dict[str, Any]:
+    """`app_settings` with the DSN of the server the experiment tuned: required (and checked to be
+    that server) when it tuned an external one; refused when ostune started its own server (an
+    OSTUNE_DSN meant for other experiments is dropped instead). Trials on two servers in one
+    experiment would rank configurations by server, not by kernel value."""
+    target = experiment.target
+    dsn = app_settings.get("dsn")
+    if target.get("app") == "mysql" and target.get("managed") is False:
+        return {**app_settings, "dsn": _same_server(dsn, str(target.get("dsn")), experiment.name)}
+    if dsn is None:
+        return app_settings
+    if dsn_from_environment:
+        return {k: v for k, v in app_settings.items() if k != "dsn"}
+    own = "a MariaDB server ostune starts itself" if target.get("app") == "mysql" else f"--app {target.get('app')}"
+    hint = ("leave --dsn out, or use a new --experiment name to tune the external server" if command == "run"
+            else "leave --dsn out")
+    raise BadInputError(f"--dsn: experiment {experiment.name!r} did not tune an external MySQL server (it was tuned "
+                        f"on {own}); {hint}")
 
 
 def _same_server(dsn: str | None, stored_dsn: str, experiment: str) -> str:
