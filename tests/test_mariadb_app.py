@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -72,6 +73,21 @@ def _sql(app: MariaDBApp, sql: str) -> str:
     )
     assert r.returncode == 0, r.stderr
     return r.stdout
+
+
+def _root_sql(app: MariaDBApp, sql: str) -> None:
+    """As the managed server's root (over its socket): creating the users the DSN tests log in as."""
+    ep = app.endpoint
+    assert ep is not None
+    r = subprocess.run(
+        ["mariadb", f"--socket={ep.socket_path}", "-uroot", "--batch", "-e", sql],
+        capture_output=True, text=True, env={**os.environ, "MYSQL_PWD": app._root_password}, timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 # -- managed ---------------------------------------------------------------------------------------
@@ -216,6 +232,38 @@ def test_a_datadir_under_its_own_parent_carries_the_owner_record(host: LocalHost
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.parametrize(("parent", "why"), [
+    ("/tmp/x/dd dir", "it contains whitespace, at which mariadb-install-db splits the paths it is given"),
+    ("/tmp/x/tab\tdir", "it contains whitespace"),
+    ("/tmp/x/dd#1", "it contains '#', after which my.cnf reads the rest of a line as a comment"),
+    ("/tmp/x/dd\\sdir", "it contains a backslash, which my.cnf reads as an escape"),
+])
+def test_datadir_parent_that_mariadb_install_db_or_my_cnf_would_break_is_refused(parent: str, why: str) -> None:
+    # before, mariadb-install-db split '--defaults-file=/tmp/x/dd dir/my.cnf' and the start failed
+    # with "[Warning] Can't create test file ..."
+    with pytest.raises(BadInputError) as info:
+        MariaDBApp(datadir_parent=parent)
+    msg = str(info.value)
+    assert msg.startswith(f"mariadb datadir_parent={parent!r} cannot hold the datadir: {why}") and "\n" not in msg
+    assert msg.endswith("choose a directory whose path has no whitespace, '#' or backslash")
+    with pytest.raises(BadInputError, match="datadir_parent=.*cannot hold"):
+        make_mysql_app(datadir_parent=parent)
+
+
+@needs_mariadb
+def test_temp_dir_with_whitespace_is_named_before_install_db_runs(host: LocalHost, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    spaced = tmp_path / "temp dir"
+    spaced.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spaced))
+    app = MariaDBApp(start_timeout_s=20)
+    with pytest.raises(AppError) as info:
+        app.start(host)
+    msg = str(info.value)
+    assert msg.startswith(f"cannot put the MariaDB datadir in {spaced}/ostune-mariadb-") and "\n" not in msg
+    assert "it contains whitespace" in msg and "--app-set datadir_parent=DIR" in msg
+    assert app.pids() == [] and app.workdir is None and os.listdir(spaced) == []
+
+
 @needs_mariadb
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to mount a tmpfs")
 def test_datadir_on_read_only_or_full_filesystem(host: LocalHost) -> None:
@@ -279,6 +327,44 @@ def test_external_wrong_password_is_clean_app_error(host: LocalHost, server) -> 
     msg = str(info.value)
     assert "access denied" in msg and "\n" not in msg
     assert secret not in msg and secret not in ext.failure_context() and secret not in str(ext.describe())
+
+
+@needs_mariadb
+@needs_sysbench
+def test_dsn_passwords_with_spaces_commas_hashes_quotes_reach_sysbench(host: LocalHost, server) -> None:  # type: ignore[no-untyped-def]
+    # before, sysbench's config file carried them unquoted: it cut 'a b' at the space and 'a,b'
+    # at the comma, read a leading '#' as a comment, and every trial failed with error 1045
+    managed, endpoint = server
+    passwords = {"sp1": "a b", "sp2": "a,b", "sp3": "#a b", "sp4": "it's x", "sp5": 'say "hi"',
+                 "sp6": "p@ss:w/rd%20", "sp7": "y" * 238}
+    for user, password in passwords.items():
+        _root_sql(managed, f"CREATE USER '{user}'@'127.0.0.1' IDENTIFIED BY {_sql_string(password)}; "
+                           f"GRANT ALL ON sbtest.* TO '{user}'@'127.0.0.1';")
+    workload = SysbenchWorkload(test="oltp_point_select", time_s=1, warmup_s=0, tables=1, table_size=100)
+    for user, password in passwords.items():
+        ext = ExternalMySQL(f"mysql://{user}:{quote(password, safe='')}@127.0.0.1:{endpoint.port}/sbtest")
+        ep = ext.start(host)
+        workload.rebuild(host, ep)  # sysbench cleanup + prepare: both log in with the password
+        assert workload.dataset_ok(host, ep) is True, user
+    assert workload.measure(host, ep, {})["tps"] > 0
+
+
+@needs_mariadb
+@needs_sysbench
+def test_messages_keep_words_that_spell_the_password(host: LocalHost, server) -> None:  # type: ignore[no-untyped-def]
+    # before, the password was masked as a substring anywhere: "wrong" turned "wrong user or
+    # password" into "*** user or password"; user and password "ro" made "error 1142" "er***r 1142"
+    managed, endpoint = server
+    with pytest.raises(AppError) as info:
+        ExternalMySQL(f"mysql://sbtest:wrong@127.0.0.1:{endpoint.port}/sbtest").start(host)
+    assert str(info.value) == f"access denied for sbtest at 127.0.0.1:{endpoint.port} (wrong user or password in --dsn)"
+
+    _root_sql(managed, "CREATE USER 'ro'@'127.0.0.1' IDENTIFIED BY 'ro'; GRANT SELECT ON sbtest.* TO 'ro'@'127.0.0.1';")
+    ep = ExternalMySQL(f"mysql://ro:ro@127.0.0.1:{endpoint.port}/sbtest").start(host)
+    with pytest.raises(WorkloadError) as info:
+        SysbenchWorkload(test="oltp_point_select", tables=1, table_size=100).rebuild(host, ep)
+    msg = str(info.value)
+    assert "error 1142" in msg and "denied to user 'ro'@'127.0.0.1'" in msg and "***" not in msg, msg
 
 
 def test_external_unreachable_dsn(host: LocalHost) -> None:

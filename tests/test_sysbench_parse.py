@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from targets.apps.base import Endpoint
+from targets.hosts.base import CommandResult
+from targets.hosts.local import LocalHost
 from targets.workloads.sysbench import (
     SysbenchResult,
     SysbenchWorkload,
@@ -256,3 +258,59 @@ def test_reprepare_rule() -> None:
     w2 = SysbenchWorkload(reprepare_writes_factor=None)
     w2._writes_since_prepare = 10**9
     assert not w2.needs_reprepare()
+
+
+# -- user and password in the config file, and in messages (no server needed) -------------------
+
+
+class _RecordingHost(LocalHost):
+    """Keeps the config file sysbench would read and answers the sysbench run with ``output``."""
+
+    def __init__(self, output: str = "", exit_code: int = 0) -> None:
+        super().__init__()
+        self.output, self.exit_code = output, exit_code
+        self.config = ""
+        self.argv: list[str] = []
+
+    def put_file(self, path: str, text: str) -> None:
+        self.config = text
+        super().put_file(path, text)
+
+    def run(self, argv, *, timeout_s=None, check=True, input_text=None, env=None):  # type: ignore[no-untyped-def]
+        self.argv = list(argv)
+        return CommandResult(tuple(argv), self.exit_code, self.output, "", 0.01)
+
+
+@pytest.mark.parametrize(("password", "line"), [
+    ("s3cret", "mysql-password='s3cret'"),
+    ("a b", "mysql-password='a b'"),          # unquoted, sysbench stops at the space: "a"
+    ("a,b", "mysql-password='a,b'"),          # unquoted, a list: sysbench takes "a"
+    ("#ab", "mysql-password='#ab'"),          # unquoted, a comment: no password at all
+    ("it's", "mysql-password=\"it's\""),
+])
+def test_config_file_quotes_the_password_as_sysbench_reads_it(password: str, line: str) -> None:
+    host = _RecordingHost(exit_code=1)
+    ep = Endpoint("127.0.0.1", 3307, extra={"user": "bench user", "password": password, "database": "sbtest"})
+    with pytest.raises(WorkloadError):
+        SysbenchWorkload(binary="/bin/true").run_once(host, ep)
+    assert host.config == f"mysql-user='bench user'\n{line}\n"
+    assert not any(password in arg for arg in host.argv)
+
+
+def test_a_password_sysbench_cannot_read_back_is_refused_not_written() -> None:
+    host = _RecordingHost()
+    ep = Endpoint("127.0.0.1", 3307, extra={"user": "u", "password": "it's \"x\"", "database": "sbtest"})
+    with pytest.raises(BadInputError, match="^sysbench cannot take a password containing both ' and \"") as info:
+        SysbenchWorkload(binary="/bin/true").run_once(host, ep)
+    assert "it's" not in str(info.value) and host.config == "" and host.argv == []
+
+
+def test_sysbench_error_keeps_words_that_spell_the_password() -> None:
+    # user and password "ro": the old masking printed "er***r 1142 ... user '***'"
+    fatal = ("FATAL: mysql_drv_query() returned error 1142 (DROP command denied to user 'ro'@'127.0.0.1' "
+             "for table `sbtest`.`sbtest1`) for query 'DROP TABLE IF EXISTS sbtest1'")
+    host = _RecordingHost(output=fatal + "\n", exit_code=1)
+    ep = Endpoint("127.0.0.1", 3307, extra={"user": "ro", "password": "ro", "database": "sbtest"})
+    with pytest.raises(WorkloadError) as info:
+        SysbenchWorkload(binary="/bin/true").run_once(host, ep)
+    assert str(info.value) == f"sysbench oltp_read_write run exited 1: {fatal}"

@@ -32,6 +32,7 @@ from urllib.parse import unquote, urlsplit
 from targets.apps.base import App, Endpoint, Placeholder, config_overrides
 from targets.apps.managed import AddressInUse, ManagedServer, free_loopback_port, log_tail
 from targets.hosts.base import Host, SpawnedProcess
+from targets.workloads.sysbench import config_value_problem, mask_password
 from tuner.errors import AppError, BadInputError, HostError
 
 #: my.cnf keys ostune sets itself (paths, network, identity)
@@ -76,6 +77,23 @@ def _sql_error(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
+def path_problem(path: str) -> str | None:
+    """Why the server's work directory cannot live at ``path`` (as a phrase), or None.
+
+    Its paths go into my.cnf and through mariadb-install-db, a shell script that expands
+    ``--defaults-file=...`` and the options it reads back from my.cnf unquoted: at whitespace the
+    path falls apart (the bootstrap server then fails with a misleading "Can't create test file").
+    my.cnf itself reads the rest of a line from '#' as a comment and a backslash as an escape
+    (``\\s`` is a space)."""
+    if re.search(r"\s", path):
+        return "it contains whitespace, at which mariadb-install-db splits the paths it is given"
+    if "#" in path:
+        return "it contains '#', after which my.cnf reads the rest of a line as a comment"
+    if "\\" in path:
+        return "it contains a backslash, which my.cnf reads as an escape (\\s is a space)"
+    return None
+
+
 def size_config(memory_mb: int, cpu_count: int) -> dict[str, str]:
     """my.cnf defaults for a machine (documented rules, all overridable).
 
@@ -101,8 +119,9 @@ def size_config(memory_mb: int, cpu_count: int) -> dict[str, str]:
 
 class MariaDBApp(ManagedServer):
     """Settings: binary, install_db, client, port, config (my.cnf overrides), database, user,
-    datadir_parent (directory to create the private work dir in; default: the host's temp dir),
-    keep, start_timeout_s, stop_timeout_s."""
+    datadir_parent (directory to create the private work dir in; default: the host's temp dir;
+    its path without whitespace, '#' or backslash: see :func:`path_problem`), keep,
+    start_timeout_s, stop_timeout_s."""
 
     name = "mariadb"
     managed = True
@@ -128,6 +147,13 @@ class MariaDBApp(ManagedServer):
                 raise BadInputError(f"mariadb {label}={value!r} is invalid; use 1-32 letters, digits or _")
         if port is not None and not (isinstance(port, int) and 1 <= port <= 65535):
             raise BadInputError(f"mariadb port={port!r} is invalid; give 1-65535 or leave it unset")
+        if datadir_parent is not None:
+            if not isinstance(datadir_parent, str) or not datadir_parent:
+                raise BadInputError(f"mariadb datadir_parent={datadir_parent!r} is invalid; give a directory path")
+            problem = path_problem(datadir_parent)
+            if problem:
+                raise BadInputError(f"mariadb datadir_parent={datadir_parent!r} cannot hold the datadir: {problem}; "
+                                    "choose a directory whose path has no whitespace, '#' or backslash")
         self.binary = binary
         self.install_db = install_db
         self.client = client
@@ -250,6 +276,10 @@ class MariaDBApp(ManagedServer):
         if fresh:
             self._workdir = self._make_workdir(host)
         try:
+            problem = path_problem(self._workdir) if fresh else None
+            if problem:  # the host's temp dir (TMPDIR): datadir_parent itself was checked up front
+                raise AppError(f"cannot put the MariaDB datadir in {self._workdir}: {problem}; "
+                               "set --app-set datadir_parent=DIR to a directory without whitespace, '#' or backslash")
             tried: set[int] = set()
             attempts = 1 if self.port else 3
             for attempt in range(attempts):
@@ -448,13 +478,25 @@ class MariaDBApp(ManagedServer):
 
 def parse_dsn(dsn: str) -> dict[str, object]:
     """``mysql://user:pass@host:port/db`` -> parts. Errors never echo the password."""
-    parts = urlsplit(dsn)
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:  # unbalanced [ ] around an IPv6 address
+        raise BadInputError("--dsn host is not a valid address; an IPv6 one goes in brackets, "
+                            "e.g. mysql://user:pass@[::1]:3306/db") from None
     if parts.scheme not in ("mysql", "mariadb"):
         raise BadInputError("--dsn must look like mysql://user:pass@host:port/db (scheme mysql)")
-    try:
-        port = parts.port or 3306
-    except ValueError:
-        raise BadInputError("--dsn port is not a number; expected mysql://user:pass@host:port/db") from None
+    # the port as written (urlsplit's own error mixes "not a number" with "out of range", and it
+    # takes port 0 for none); never echoed: in a DSN missing its '@host' it is the password
+    host_port = parts.netloc.rpartition("@")[2]
+    port_text = (host_port.rpartition("]")[2] if host_port.startswith("[") else host_port).partition(":")[2]
+    if not port_text:
+        port = 3306
+    elif not re.fullmatch(r"[0-9]+", port_text):
+        raise BadInputError("--dsn port is not a number; give 1-65535, e.g. mysql://user:pass@host:3306/db")
+    elif not 1 <= int(port_text) <= 65535:
+        raise BadInputError("--dsn port is out of range; give 1-65535, e.g. mysql://user:pass@host:3306/db")
+    else:
+        port = int(port_text)
     if not parts.hostname:
         raise BadInputError("--dsn has no host; expected mysql://user:pass@host:port/db")
     if not parts.username:
@@ -481,6 +523,13 @@ class ExternalMySQL(App):
         parts = parse_dsn(dsn)
         self._user = str(parts["user"])
         self._password = str(parts["password"])
+        # sysbench takes them from its config file; refused now rather than after the connection
+        # check passed, when every trial would fail with "Access denied"
+        for option, value, what in (("mysql-user", self._user, "user name"),
+                                    ("mysql-password", self._password, "password")):
+            problem = config_value_problem(option, value) if value else None
+            if problem:
+                raise BadInputError(f"--dsn: sysbench cannot take a {what} {problem}; choose another {what}")
         self._hostname = str(parts["host"])
         self._port = int(parts["port"])  # type: ignore[arg-type]
         self._database = str(parts["database"])
@@ -496,7 +545,7 @@ class ExternalMySQL(App):
         return f"mysql://{self._user}@{self._hostname}:{self._port}/{self._database}"
 
     def _redact(self, text: str) -> str:
-        return text.replace(self._password, "***") if self._password else text
+        return mask_password(text, self._password)
 
     def _query(self, host: Host, sql: str) -> str:
         client = find_client(host, self.client)

@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Mapping, Sequence
+from urllib.parse import quote
 
 from targets.apps.base import Endpoint
 from targets.hosts.base import Host
@@ -229,6 +231,90 @@ def percentiles_from_histogram(
 
 
 # ---------------------------------------------------------------------------------------------
+# the user and password in sysbench's config file, and keeping the password out of messages
+# ---------------------------------------------------------------------------------------------
+
+#: sysbench 1.0 reads its --config-file with fgets() into a 256-byte buffer (sb_options.c
+#: read_config): a longer line is cut there, the cut value taken as it stands (or, quoted,
+#: refused as "unexpected EOL") and the rest read as a line of its own
+_CONFIG_LINE_MAX = 255
+
+
+def config_value_problem(option: str, value: str) -> str | None:
+    """Why ``option=value`` cannot be a line of sysbench 1.0's --config-file that reads back as
+    exactly ``value`` (as a phrase: "... a password {problem}"), or None when it can.
+
+    sysbench's reader (sb_options.c read_config) ends an unquoted value at whitespace or ',' (it
+    splits lists there: ``a,b`` connects with ``a``) and reads a value starting with '#' as a
+    comment (no password), so :func:`config_line` always quotes; a quoted value is taken verbatim
+    up to the next quote of the same kind, with no escape, and the file is read line by line into
+    a C string."""
+    if "\n" in value or "\0" in value:
+        return "containing a line break or NUL character (sysbench reads its config file line by line into C strings)"
+    if "'" in value and '"' in value:
+        return ("containing both ' and \" (sysbench's config file quotes a value in one of them, "
+                "with no escape for the other)")
+    longest = _CONFIG_LINE_MAX - len(f"{option}=''")
+    size = len(value.encode())
+    if size > longest:
+        return (f"of {size} bytes (sysbench reads config-file lines of at most {_CONFIG_LINE_MAX} bytes, "
+                f"which leaves {longest} for the value of {option})")
+    return None
+
+
+def config_line(option: str, value: str) -> str:
+    """The --config-file line that gives sysbench ``value`` for ``option`` exactly (quoted: see
+    :func:`config_value_problem`, which must have found no problem)."""
+    quote_char = "'" if "'" not in value else '"'
+    return f"{option}={quote_char}{value}{quote_char}"
+
+
+def _password_forms(password: str) -> list[tuple[str, str, str]]:
+    """(text before, the password as written there, text after) for every place ostune itself
+    writes a password: the MYSQL_PWD variable the mysql client reads (as given, and as
+    shlex.join() puts it on an SSH command line: the whole token quoted, or the value alone), the
+    sysbench config line (as written by config_line, or unquoted), and the DSN's ``user:pass@``
+    (as given or percent-encoded)."""
+    quoted_token = shlex.quote(f"MYSQL_PWD={password}")
+    forms = [("MYSQL_PWD=", password, ""), ("MYSQL_PWD=", shlex.quote(password), ""),
+             ("mysql-password=", password, "")]
+    if quoted_token.startswith("'"):
+        forms.append(("'MYSQL_PWD=", password.replace("'", "'\"'\"'"), "'"))
+    if not config_value_problem("mysql-password", password):
+        line = config_line("mysql-password", password)
+        forms.append((line[: len("mysql-password=") + 1], password, line[-1]))
+    for written in (password, quote(password, safe=""), quote(password)):
+        forms.append((":", written, "@"))
+    return forms
+
+
+def mask_password(text: str, password: str | None) -> str:
+    """``text`` with ``password`` replaced by ``***`` where a password really stands: in the
+    forms ostune itself writes it (:func:`_password_forms`: a command line, a config line, a
+    DSN). Anywhere else the same letters are ordinary words ("wrong user or password" with
+    password "wrong", "error 1142" with password "ro") or the user name, and stay.
+
+    A message cut short (an SSH timeout shows the first 160 characters of its command line) can
+    end inside MYSQL_PWD=...: that tail, from the first character of the password, is masked too.
+    """
+    if not password or not text:
+        return text
+    out = text
+    forms = sorted(set(_password_forms(password)), key=lambda f: len(f[0] + f[1] + f[2]), reverse=True)
+    for before, written, after in forms:
+        out = out.replace(before + written + after, before + "***" + after)
+    for before, written, after in forms:
+        if "MYSQL_PWD=" not in before:
+            continue  # only command lines are cut; elsewhere a tail like ":3306" is no password
+        shown = before + written + after
+        for cut in range(len(shown) - 1, len(before), -1):
+            if out.endswith(shown[:cut]):
+                out = out[: len(out) - cut] + before + "***" + after
+                break
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # workload
 # ---------------------------------------------------------------------------------------------
 
@@ -397,16 +483,28 @@ class SysbenchWorkload(Workload):
             )
         return path
 
+    def config_text(self, endpoint: Endpoint) -> str:
+        """The --config-file that carries user and password (never argv, which ``ps`` shows)."""
+        extra = endpoint.extra or {}
+        settings = [("mysql-user", str(extra.get("user", "sbtest")), "user name")]
+        if extra.get("password"):
+            settings.append(("mysql-password", str(extra["password"]), "password"))
+        lines = []
+        for option, value, what in settings:
+            problem = config_value_problem(option, value)
+            if problem:
+                # written anyway, sysbench would connect with another password and fail every run
+                raise BadInputError(f"sysbench cannot take a {what} {problem}")
+            lines.append(config_line(option, value))
+        return "\n".join(lines) + "\n"
+
     def _sysbench(self, host: Host, endpoint: Endpoint, command: str, *, time_s: int | None = None):  # type: ignore[no-untyped-def]
         binary = self._resolve(host)
+        config = self.config_text(endpoint)
         workdir = host.make_workdir("sysbench")
         try:
             cfg = f"{workdir}/sysbench.cfg"
-            extra = endpoint.extra or {}
-            lines = [f"mysql-user={extra.get('user', 'sbtest')}"]
-            if extra.get("password"):
-                lines.append(f"mysql-password={extra['password']}")
-            host.put_file(cfg, "\n".join(lines) + "\n")
+            host.put_file(cfg, config)
             argv = self.build_argv(endpoint, command, config_file=cfg, time_s=time_s, binary=binary)
             seconds = (time_s if time_s is not None else self.time_s) if command == "run" else 60
             try:
@@ -552,5 +650,4 @@ class SysbenchWorkload(Workload):
 
 
 def _redact(text: str, endpoint: Endpoint) -> str:
-    password = (endpoint.extra or {}).get("password")
-    return text.replace(password, "***") if password else text
+    return mask_password(text, (endpoint.extra or {}).get("password"))
