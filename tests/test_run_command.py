@@ -149,6 +149,78 @@ def test_failed_trials_are_stored_with_their_error_and_the_run_goes_on(tmp_path)
     failed = [r for r in rows if r[0] == "failed"]
     assert failed and all("command exited 3" in r[1] for r in failed)
     assert len(rows) == 8
+    # failures in a row are told apart from a broken set-up by measuring the baseline, which works
+    assert query(db, "select status from trial_results where source = 'baseline'") == \
+        [("succeeded",)] * len(query(db, "select 1 from trial_results where source = 'baseline'"))
+
+
+# fails while the file named by FAIL_MARKER exists; the optimum x.a = 5 is the space's default,
+# which the `none` host reports as the baseline
+FLAKY_COMMAND = ("python3 -c \"import json,os,sys;p=json.load(open(os.environ['OSTUNE_PARAMS_FILE']));"
+                 "os.path.exists(os.environ['FAIL_MARKER']) and sys.exit('server went away');"
+                 "print(json.dumps({'p99_ms': 1 + abs(p['x.a'] - 5) * 0.2}))\"")
+FLAKY_SPACE = "parameters:\n  x.a: {kind: sysctl, type: int, range: [0, 10], default: 5}\n"
+
+
+def test_a_transient_failure_of_the_baseline_does_not_rule_the_baseline_out(tmp_path):
+    """A baseline that failed once (the server was down) and then ran is the host's own
+    configuration: it stays eligible, and its failure does not teach the model to avoid it. It was
+    passed over for a configuration that measured 90% worse."""
+    space = tmp_path / "s.yaml"
+    space.write_text(FLAKY_SPACE)
+    marker = tmp_path / "down"
+    marker.touch()
+    db = tmp_path / "b.db"
+    common = ("run", "--app", "command", "--host", "none", "--experiment", "flaky", "--db", f"sqlite:///{db}",
+              "--repetitions", "1")
+    first = ostune(*common, "--space", str(space), "--command", FLAKY_COMMAND, "--trials", "1", "--seed", "3",
+                   env={"FAIL_MARKER": str(marker)})
+    assert first.returncode == 5, first.stderr  # it measured nothing
+    assert first.stderr.strip() == "error: every trial of this run failed (1); the errors are stored with them " \
+                                   "(`ostune show flaky`)"
+    marker.unlink()
+    second = ostune(*common, "--trials", "3", env={"FAIL_MARKER": str(marker)})
+    assert second.returncode == 0, second.stderr
+    assert query(db, "select trial, status, source from trial_results where trial <= 2") == \
+        [(1, "failed", "baseline"), (2, "succeeded", "baseline")]
+    best = json.loads(ostune("best", "flaky", "--db", f"sqlite:///{db}", "--json").stdout)
+    assert best["is_baseline"] is True and best["trial"] == 2, best
+    assert "recommended: nothing to change" in second.stdout
+
+
+def test_a_broken_set_up_stops_the_run_with_exit_5_instead_of_storing_failures(tmp_path):
+    space = tmp_path / "s.yaml"
+    space.write_text(FLAKY_SPACE)
+    marker = tmp_path / "down"
+    marker.touch()
+    db = tmp_path / "x.db"
+    common = ("run", "--app", "command", "--host", "none", "--space", str(space), "--command", FLAKY_COMMAND,
+              "--db", f"sqlite:///{db}", "--repetitions", "1", "--seed", "3")
+    # from the start: the baseline fails, and the next two the same way
+    result = ostune(*common, "--experiment", "broken", "--max-trials", "10", "--json", env={"FAIL_MARKER": str(marker)})
+    assert result.returncode == 5, result.stderr
+    assert json.loads(result.stdout)["exit_code"] == 5
+    assert result.stderr.strip().splitlines()[-1].startswith(  # the last line: --json sends progress to stderr
+        "error: run stopped: the last 3 trials failed the same way, the baseline (the host's own values) among "
+        "them (command exited 1: server went away): the set-up looks broken")
+    assert query(db, "select count(*) from trials where experiment_id = "
+                     "(select id from experiments where name = 'broken')") == [(3,)]
+
+    # mid-run: trials go on failing the same way after the server went away; the baseline, which
+    # ran before, is measured to tell, fails too, and the run stops
+    marker.unlink()
+    started = ostune(*common, "--experiment", "midway", "--trials", "3", env={"FAIL_MARKER": str(marker)})
+    assert started.returncode == 0, started.stderr
+    marker.touch()
+    resumed = ostune("run", "--app", "command", "--experiment", "midway", "--trials", "10", "--db", f"sqlite:///{db}",
+                     "--repetitions", "1", env={"FAIL_MARKER": str(marker)})
+    assert resumed.returncode == 5, resumed.stderr
+    said = " ".join(resumed.stdout.split())
+    assert "the last 3 trials failed the same way: measuring the baseline, to tell a broken set-up from bad " \
+           "configurations" in said, said
+    rows = query(db, "select status, source from trial_results where experiment = 'midway' and trial > 3 order by trial")
+    assert rows == [("failed", "optimizer")] * 3 + [("failed", "baseline")], rows
+    assert "error: run stopped: the last 4 trials failed the same way" in " ".join(resumed.stderr.split())
 
 
 BAD_SPACE = "parameters:\n  vm.x: {kind: sysctl, type: int, range: [10, 1]}\n"

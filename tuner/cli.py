@@ -23,7 +23,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from tuner.errors import BadInputError, OstuneError
+from tuner.errors import BadInputError, OstuneError, WorkloadError
 
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
@@ -160,6 +160,17 @@ def _tries(texts: tuple[str, ...], space, store, name: str) -> tuple[dict, ...]:
             raise BadInputError(f"--try {text!r} breaks the space's relation {relation}; give values for which it holds")
         parsed.append(values)
     return tuple(parsed)
+
+
+def _run_failure(summary) -> str | None:  # type: ignore[no-untyped-def]
+    """Why a finished run counts as failed (exit 5), or None: its set-up broke, or every trial it
+    ran failed."""
+    if summary.broken_setup:
+        return f"run stopped: {summary.broken_setup}"
+    if summary.nothing_succeeded:
+        return (f"every trial of this run failed ({len(summary.statuses)}); the errors are stored with them "
+                f"(`ostune show {summary.experiment}`)")
+    return None
 
 
 def _discard_new_database(store, new_file: Path | None) -> None:  # type: ignore[no-untyped-def]
@@ -460,6 +471,10 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str | 
     # Outcome codes (7 nothing improved, 8 budget exhausted) are for budgeted runs; a plain
     # `--trials N` run that ran its trials exits 0 as it always did.
     code = doc["exit_code"] if doc is not None and (budgeted or budget.stopped_by == "lock-lost") else 0
+    failure = _run_failure(summary) if budget.stopped_by != "lock-lost" else None
+    if failure:  # it measured nothing: not a success, not "nothing improved" (a nightly unit counts 7 as fine)
+        code = WorkloadError.exit_code
+        _stderr().print(f"error: {escape(failure)}", highlight=False, soft_wrap=True)
     if doc is not None:
         doc["exit_code"] = code
     if as_json and doc is not None:

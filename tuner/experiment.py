@@ -4,6 +4,7 @@ restoring the host whatever happens."""
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -59,6 +60,16 @@ class RunSummary:
     restored: list[str] = field(default_factory=list)
     restore_failures: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    #: why the run's trials cannot succeed whatever their configuration (see broken_setup), or None
+    broken_setup: str | None = None
+    #: statuses of this run's finished trials, in order
+    statuses: list[str] = field(default_factory=list)
+
+    @property
+    def nothing_succeeded(self) -> bool:
+        """Trials ran and every one failed: the run measured nothing (a guard's infeasible trial
+        was measured fine)."""
+        return bool(self.statuses) and all(s == "failed" for s in self.statuses)
 
     @property
     def improvement(self) -> float | None:
@@ -132,6 +143,50 @@ def resolve_experiment(
         raise BadInputError(f"--seed {settings.seed}: experiment {name!r} keeps the seed it was created with "
                             f"({existing.seed}); leave --seed out")
     return existing, stored
+
+
+#: failed trials in a row, failing the same way, after which the baseline is measured to tell a
+#: broken set-up from a region of bad configurations (see failure_streak)
+BROKEN_SETUP_FAILURES = 3
+
+
+def _failure_shape(error: str | None) -> str:
+    lines = (error or "").strip().splitlines()
+    return re.sub(r"\d+", "#", lines[0]) if lines else ""
+
+
+def failure_streak(trials: list[TrialRecord], run_id: int | None) -> list[TrialRecord]:
+    """This run's last finished trials while they all failed the way the last one did (its first
+    error line, numbers aside)."""
+    mine = [t for t in trials if t.run_id == run_id and t.status in ("succeeded", "failed", "infeasible")]
+    streak: list[TrialRecord] = []
+    for t in reversed(mine):
+        if t.status != "failed" or (streak and _failure_shape(t.error) != _failure_shape(streak[0].error)):
+            break
+        streak.append(t)
+    return streak[::-1]
+
+
+def health_check_due(trials: list[TrialRecord], run_id: int | None) -> bool:
+    """Trials keep failing the same way: measure the baseline next. The host's own values run in
+    production; if they fail too, the set-up is broken (broken_setup), else the failures were the
+    configurations' own and the search goes on."""
+    streak = failure_streak(trials, run_id)
+    return len(streak) >= BROKEN_SETUP_FAILURES and not any(t.source == "baseline" for t in streak)
+
+
+def broken_setup(trials: list[TrialRecord], run_id: int | None) -> str | None:
+    """Why this run should stop because its set-up is broken (a server that went away, a
+    benchmark that crashes at start), or None: trials failed the same way in a row, the baseline
+    among them. Going on would only store failures the model then avoids, and exit as if the run
+    had measured something."""
+    streak = failure_streak(trials, run_id)
+    if len(streak) < BROKEN_SETUP_FAILURES or not any(t.source == "baseline" for t in streak):
+        return None
+    error = (streak[-1].error or "").strip().splitlines()
+    return (f"the last {len(streak)} trials failed the same way, the baseline (the host's own values) among them "
+            f"({error[0] if error else 'no error text'}): the set-up looks broken, not the configurations; "
+            "fix it and run again to resume")
 
 
 def refuse_other_app(existing: ExperimentRecord, app: str) -> None:
@@ -263,6 +318,8 @@ class ExperimentRunner:
                 self.store.end_run(self.run_id, status)
             if experiment is not None:
                 trials = self.store.trials(experiment.id)
+                summary.statuses = [t.status for t in trials if self.run_id is not None and t.run_id == self.run_id
+                                    and t.status in ("succeeded", "failed", "infeasible")]
                 summary.total_trials = len(trials)
                 summary.best = best_trial(trials, experiment.maximize)
                 summary.baseline = baseline_trial(trials)
@@ -283,6 +340,9 @@ class ExperimentRunner:
             params, source, proposal = self._next_params(experiment, space, report, trials)
             self._run_trial(experiment, params, source, proposal, trials)
             summary.trials_run += 1
+            summary.broken_setup = broken_setup(self.store.trials(experiment.id), self.run_id)
+            if summary.broken_setup:
+                return summary.broken_setup
         return "trials done"
 
     def _next_params(
@@ -293,6 +353,10 @@ class ExperimentRunner:
             t.source == "baseline" and t.status in ("running", "failed") and t.run_id == self.run_id for t in trials
         ):
             # Trial 1 (and again after a baseline was aborted) measures the host as it is.
+            return baseline, "baseline", None
+        if health_check_due(trials, self.run_id):
+            self.reporter.message(f"the last {BROKEN_SETUP_FAILURES} trials failed the same way: measuring the "
+                                  "baseline, to tell a broken set-up from bad configurations")
             return baseline, "baseline", None
         tried = sum(1 for t in trials if t.source == "try" and t.run_id == self.run_id)
         if tried < len(self.settings.tries):

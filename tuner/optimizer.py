@@ -12,7 +12,10 @@ Rules for what the model is told (see README "How results feed the optimizer"):
   trial exists (no worst value yet) all of them at one common value, which says nothing about the
   landscape but moves the engine on along its initial design instead of proposing the same
   configuration again;
-- aborted (interrupted) and running trials: ignored, they say nothing about the configuration.
+- aborted (interrupted) and running trials: ignored, they say nothing about the configuration;
+- a failure of the baseline configuration once the baseline has succeeded: ignored too. The
+  baseline is the host's own values, the ones it runs in production: when it fails (a server
+  that was down, a disk that filled) the environment failed, not its values.
 """
 
 from __future__ import annotations
@@ -65,10 +68,20 @@ def transform_objective(value: float, *, maximize: bool, log: bool) -> float:
     return math.log(value) if log and value > 0 else value
 
 
+def environment_failures(observations: Sequence[Observation]) -> set[int]:
+    """Indexes (into `observations`) of failures of the baseline configuration after the baseline
+    has succeeded: see the module docstring."""
+    baselines = [dict(o.params) for o in observations
+                 if o.source == "baseline" and o.status == "succeeded" and o.objective is not None]
+    return {i for i, o in enumerate(observations) if o.status == "failed" and dict(o.params) in baselines}
+
+
 def model_targets(
     observations: Sequence[Observation], *, maximize: bool
 ) -> list[tuple[Mapping[str, Any], float]]:
     """(params, engine value) pairs per the rules in the module docstring."""
+    ignored = environment_failures(observations)
+    observations = [o for i, o in enumerate(observations) if i not in ignored]
     succeeded = [o for o in observations if o.status == "succeeded" and o.objective is not None]
     log = bool(succeeded) and all(o.objective > 0 for o in succeeded)  # type: ignore[operator]
     pairs = [(o.params, transform_objective(o.objective, maximize=maximize, log=log)) for o in succeeded]  # type: ignore[arg-type]

@@ -18,8 +18,9 @@ recommendation. Racing rule, checked before every model-based proposal:
   re-measured until it has 3 measurements and the two after it until they have 2, best first.
 
 The recommendation is the best estimate among feasible configurations (no failed or infeasible
-measurement) with at least `MIN_MEASUREMENTS` measurements; if none has that many yet, the best
-estimate overall, and `recommend` says so.
+measurement; a failure of the baseline after it has succeeded does not count, see
+optimizer.environment_failures) with at least `MIN_MEASUREMENTS` measurements; if none has that
+many yet, the best estimate overall, and `recommend` says so.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 from spaces.model import Space, Value
-from tuner.optimizer import Observation, _fallback, encode
+from tuner.optimizer import Observation, _fallback, encode, environment_failures
 
 MIN_MEASUREMENTS = 3
 #: share of the trials that may re-measure top candidates before the end game. 0 by default:
@@ -84,8 +85,9 @@ def typed_params(space: Space, params: Mapping[str, Any]) -> dict[str, Value]:
 def group(space: Space, observations: Sequence[Observation]) -> list[Candidate]:
     """Finished observations grouped by configuration, in order of first appearance."""
     groups: dict[tuple, Candidate] = {}
-    for o in observations:
-        if o.status not in ("succeeded", "failed", "infeasible"):
+    ignored = environment_failures(observations)
+    for i, o in enumerate(observations):
+        if o.status not in ("succeeded", "failed", "infeasible") or i in ignored:
             continue
         key = config_key(space, o.params)
         cand = groups.get(key)
