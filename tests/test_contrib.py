@@ -1,5 +1,6 @@
 """contrib/: the systemd units pass `systemd-analyze verify`, the nightly script runs a budgeted
-job and verifies its best configuration, and the cron line calls the same script."""
+job and verifies its best configuration, refuses bad settings before running anything, passes a
+stop signal on to ostune and waits for it, and the cron line calls the same script."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -66,6 +70,10 @@ def test_cron_line_runs_the_same_script_nightly():
     assert command == INSTALLED and fields[7] == "redis-nightly"
 
 
+_SCRIPT_SETTINGS = {"OSTUNE_NO_CONF", "OSTUNE_DB", "OSTUNE_TIME_BUDGET", "OSTUNE_UNTIL", "OSTUNE_MAX_TRIALS",
+                    "OSTUNE_PATIENCE", "OSTUNE_VERIFY_ROUNDS", "OSTUNE_RUN_ARGS", "OSTUNE_STATE_DIR"}
+
+
 def _nightly_env(tmp_path, **overrides):
     space = tmp_path / "space.yaml"
     space.write_text(QUADRATIC_SPACE)
@@ -73,7 +81,9 @@ def _nightly_env(tmp_path, **overrides):
     bench.write_text(f"#!/bin/sh\n{QUADRATIC_COMMAND}\n")
     bench.chmod(0o755)
     wrapper = tmp_path / "ostune"
-    wrapper.write_text(f"#!/bin/sh\ncd {REPO} && exec {sys.executable} -m tuner.cli \"$@\"\n")
+    # every call is logged, so a test can tell that the script refused before running anything
+    wrapper.write_text(f"#!/bin/sh\necho \"$*\" >>{tmp_path}/calls\n"
+                       f"cd {REPO} && exec {sys.executable} -m tuner.cli \"$@\"\n")
     wrapper.chmod(0o755)
     conf = tmp_path / "etc"
     conf.mkdir()
@@ -84,7 +94,14 @@ def _nightly_env(tmp_path, **overrides):
         "OSTUNE_STATE_DIR": str(tmp_path / "state"), **overrides,
     }
     (conf / "nightly-test.env").write_text("".join(f"{k}={v}\n" for k, v in settings.items()))
-    return {**os.environ, "OSTUNE": str(wrapper), "OSTUNE_CONF_DIR": str(conf)}
+    # the script's own settings come from the env file alone (the test's environment may set some)
+    env = {k: v for k, v in os.environ.items() if k not in _SCRIPT_SETTINGS}
+    return {**env, "OSTUNE": str(wrapper), "OSTUNE_CONF_DIR": str(conf)}
+
+
+def _calls(tmp_path) -> list[str]:
+    calls = tmp_path / "calls"
+    return calls.read_text().splitlines() if calls.exists() else []
 
 
 def _has_verify() -> bool:
@@ -135,3 +152,202 @@ def test_nightly_script_refuses_to_run_without_a_budget_and_passes_the_lock_code
     assert "already being tuned by pid 4242 on elsewhere" in held.stderr
     assert "ostune-nightly: verify" not in held.stdout
     assert query(db, "select count(*) from trials")[0][0] == 2
+
+
+# -- the script refuses bad settings before running anything ---------------------------------------
+def test_nightly_script_refuses_a_missing_settings_file_unless_told_to_use_the_environment(tmp_path):
+    """A misspelt instance name (ostune-nightly@redis-nighlty) must not start a new tuning job with
+    the default budget: without its env file the script names the file and runs nothing."""
+    env = _nightly_env(tmp_path)
+    # A script that wrongly went ahead would run the default experiment (Redis on this machine,
+    # the system database): only a stub that tunes nothing is within its reach.
+    stub = tmp_path / "stub-ostune"
+    stub.write_text(f"#!/bin/sh\necho \"$*\" >>{tmp_path}/calls\nexit 64\n")
+    stub.chmod(0o755)
+    refused = {**env, "OSTUNE": str(stub), "OSTUNE_DB": f"sqlite:///{tmp_path}/never.db",
+               "OSTUNE_STATE_DIR": str(tmp_path / "never")}
+    missing = f"{env['OSTUNE_CONF_DIR']}/nightly-tset.env"
+    result = subprocess.run([str(SCRIPT), "nightly-tset"], env=refused, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and missing in result.stderr, result.stderr
+    assert "OSTUNE_NO_CONF=1" in result.stderr and result.stdout == ""
+    assert _calls(tmp_path) == [] and not (tmp_path / "never").exists()
+
+    bad = subprocess.run([str(SCRIPT), "nightly-tset"], env={**refused, "OSTUNE_NO_CONF": "yes"},
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "OSTUNE_NO_CONF=yes" in bad.stderr and "use 1" in bad.stderr, bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and _calls(tmp_path) == []
+
+    # opting out: every setting from the environment, no env file
+    space = tmp_path / "space.yaml"
+    settings = {
+        "OSTUNE_NO_CONF": "1", "OSTUNE_DB": f"sqlite:///{tmp_path}/env.db", "OSTUNE_UNTIL": "",
+        "OSTUNE_RUN_ARGS": f"--app command --host none --space {space} --command {tmp_path}/bench.sh "
+                           "--repetitions 1 --seed 3",
+        "OSTUNE_MAX_TRIALS": "2", "OSTUNE_VERIFY_ROUNDS": "0", "OSTUNE_STATE_DIR": str(tmp_path / "state"),
+    }
+    ok = subprocess.run([str(SCRIPT), "env-only"], env={**env, **settings}, capture_output=True, text=True,
+                        timeout=300)
+    assert ok.returncode in (0, 7), ok.stdout + ok.stderr
+    assert json.loads((tmp_path / "state" / "env-only.last.json").read_text())["total_trials"] == 2
+    assert query(tmp_path / "env.db", "select count(*) from trials")[0][0] == 2
+
+
+def test_nightly_script_refuses_bad_verify_rounds_and_an_unusable_state_dir_before_tuning(tmp_path):
+    """A typo in OSTUNE_VERIFY_ROUNDS used to cost a whole night's tuning before verify rejected it;
+    an unusable OSTUNE_STATE_DIR sent the run's summary nowhere."""
+    from tuner.verify import MAX_ROUNDS, MIN_ROUNDS
+
+    bad = (str(MIN_ROUNDS - 1), str(MAX_ROUNDS + 1), "six", "-1", "3.5", "99999999999999999999999")
+    for i, rounds in enumerate(bad):
+        case = tmp_path / f"r{i}"
+        case.mkdir()
+        env = _nightly_env(case, OSTUNE_VERIFY_ROUNDS=rounds)
+        result = subprocess.run([str(SCRIPT), "nightly-test"], env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2, (rounds, result.stdout + result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert f"OSTUNE_VERIFY_ROUNDS={rounds}:" in result.stderr, result.stderr
+        assert f"0 (no verification) or a whole number of rounds from {MIN_ROUNDS} to {MAX_ROUNDS}" in result.stderr
+        assert _calls(case) == [] and not (case / "n.db").exists(), rounds
+
+    not_a_dir = tmp_path / "state-file"
+    not_a_dir.write_text("")
+    case = tmp_path / "s"
+    case.mkdir()
+    env = _nightly_env(case, OSTUNE_STATE_DIR=str(not_a_dir))
+    result = subprocess.run([str(SCRIPT), "nightly-test"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert f"OSTUNE_STATE_DIR={not_a_dir} is not a directory" in result.stderr
+    assert result.stdout == "" and _calls(case) == []
+
+    if os.geteuid() != 0:  # mode 555 stops no root: only a read-only mount would
+        read_only = tmp_path / "read-only"
+        read_only.mkdir(mode=0o555)
+        case = tmp_path / "w"
+        case.mkdir()
+        env = _nightly_env(case, OSTUNE_STATE_DIR=str(read_only))
+        result = subprocess.run([str(SCRIPT), "nightly-test"], env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2 and f"OSTUNE_STATE_DIR={read_only} is not writable" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and _calls(case) == []
+
+
+def test_nightly_script_says_summary_only_when_the_run_wrote_one(tmp_path):
+    """A run that ends before writing its summary (bad input here; lock held or interrupted alike)
+    must not point at NAME.last.json, which is then the previous night's or absent."""
+    env = _nightly_env(tmp_path, OSTUNE_MAX_TRIALS="0x5")  # ostune run rejects it: exit 2, no summary
+    summary = tmp_path / "state" / "nightly-test.last.json"
+    summary.parent.mkdir()
+    summary.write_text('{"night": "previous"}\n')
+    result = subprocess.run([str(SCRIPT), "nightly-test"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(_calls(tmp_path)) == 1  # the run did start: this is the run's own refusal
+    assert "summary in" not in result.stdout, result.stdout
+    assert f"run exited 2; it wrote no summary (the previous one, {summary}, is kept)" in result.stdout
+    assert summary.read_text() == '{"night": "previous"}\n'
+    assert sorted(p.name for p in summary.parent.iterdir()) == [summary.name]  # no .tmp left behind
+
+    summary.unlink()
+    result = subprocess.run([str(SCRIPT), "nightly-test"], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "summary in" not in result.stdout, result.stdout
+    assert re.search(r"run exited 2; it wrote no summary$", result.stdout, re.M), result.stdout
+    assert list(summary.parent.iterdir()) == []
+
+
+# -- stopping the job ------------------------------------------------------------------------------
+def _process_group(pgid: int) -> dict[int, tuple[int, str]]:
+    """Live (not zombie) processes of a process group: pid -> (ppid, command line)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found[int(entry.name)] = (int(fields[1]), cmdline)
+    return found
+
+
+SLOW_BENCH = """#!{python}
+# The quadratic objective, held for a long time while PHASE ('run' or 'verify') measures, so that
+# the test's signal arrives in the middle of a measurement.
+import json, math, os, time
+
+pid = os.getppid()
+for _ in range(3):  # the workload's `sh -c` may or may not exec the command
+    argv = open(f"/proc/{{pid}}/cmdline", "rb").read().split(b"\\0")
+    if b"{phase}" in argv:
+        open("{marker}", "a").close()
+        time.sleep(60)
+        break
+    pid = int(open(f"/proc/{{pid}}/stat").read().rsplit(")", 1)[1].split()[1])
+p = json.load(open(os.environ["OSTUNE_PARAMS_FILE"]))
+print(json.dumps({{"p99_ms": 1 + (p["x.a"] - 3) ** 2 + abs(math.log10(p["x.b"]) - 1) + (p["x.c"] != "q")}}))
+"""
+
+
+@pytest.mark.parametrize("phase", ["run", "verify"])
+def test_stopping_the_nightly_script_lets_ostune_finish_its_cleanup(tmp_path, phase):
+    """systemctl stop (KillMode=mixed) and TimeoutStartSec send SIGTERM to the script alone and kill
+    whatever is left once it exits: the script must pass the signal on to the running `ostune run`
+    or `ostune verify`, wait until it has ended its run, exit 130 and not start verification.
+
+    The black-box experiment runs on the `none` host, so this test never touches the kernel; that
+    ostune restores every kernel value on SIGTERM is covered by ostune's own SIGTERM tests. Here
+    the evidence that ostune finished its cleanup is the database (run ended, measurement aborted)
+    and that no ostune process outlives the script."""
+    marker = tmp_path / "measuring"
+    bench = tmp_path / "slow-bench"
+    bench.write_text(SLOW_BENCH.format(python=sys.executable, phase=phase, marker=marker))
+    bench.chmod(0o755)
+    # the run must improve on the baseline (exit 0) for verify to start: a few fast trials
+    env = _nightly_env(tmp_path, OSTUNE_MAX_TRIALS="1" if phase == "run" else "6",
+                       OSTUNE_RUN_ARGS=f'"--app command --host none --space {tmp_path}/space.yaml --command {bench} '
+                                       f'--repetitions 2 --seed 3"')
+    real = REPO / ".venv" / "bin" / "ostune"
+    if real.exists():
+        env["OSTUNE"] = str(real)
+    script = subprocess.Popen([str(SCRIPT), "nightly-test"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not marker.exists():
+            assert script.poll() is None, script.communicate()
+            assert time.monotonic() < deadline, "the slow measurement never started"
+            time.sleep(0.1)
+        time.sleep(1)
+        children = [pid for pid, (ppid, _) in _process_group(script.pid).items() if ppid == script.pid]
+        assert len(children) == 1, _process_group(script.pid)
+        ostune_pid = children[0]
+
+        os.kill(script.pid, signal.SIGTERM)  # the script only, as systemd's KillMode=mixed does
+        try:
+            out, err = script.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the script did not exit within 120 s of SIGTERM")
+        assert script.returncode == 130, out + err
+        assert not Path(f"/proc/{ostune_pid}").exists(), "ostune outlived the script"
+        # the benchmark command itself may outlive them: ostune kills the workload's `sh -c`, not
+        # its children (the finally below ends it)
+        left = {pid: cmd for pid, (_, cmd) in _process_group(script.pid).items() if str(bench) not in cmd}
+        assert left == {}, f"processes outlived the script: {left}"
+        db = tmp_path / "n.db"
+        assert query(db, "select count(*) from runs where status = 'running'")[0][0] == 0
+        if phase == "run":
+            assert query(db, "select status from trials order by number desc limit 1")[0][0] == "aborted"
+            assert "run exited 130; it wrote no summary" in out
+            assert "stopped by SIGTERM; not verifying" in out and "ostune-nightly: verify" not in out
+        else:
+            assert "run exited 0; summary in" in out, out + err
+            assert query(db, "select count(*) from verifications where status = 'running'")[0][0] == 0
+            assert query(db, "select count(*) from verifications")[0][0] == 1
+            assert "verify exited 130" in out
+    finally:
+        try:
+            os.killpg(script.pid, signal.SIGKILL)  # whatever a failing script left behind
+        except ProcessLookupError:
+            pass
+        script.wait()
