@@ -86,6 +86,28 @@ def expand(space: Space, values: Mapping[str, object], *, app_name: str = "the a
                      skipped, expanded, used)
 
 
+def values_from_paths(space: Space, paths: Mapping[str, str]) -> dict[str, str]:
+    """Placeholder values read back from real paths (a run's journal: the parameter's path as it
+    was written): /sys/block/{datadir_device}/queue/scheduler and /sys/block/vda/queue/scheduler
+    give datadir_device=vda. Pure."""
+    values: dict[str, str] = {}
+    for param in space.parameters:
+        names = names_in(param.path)
+        real = paths.get(param.name)
+        if not names or real is None:
+            continue
+        pattern = "".join(f"(?P<{part}>[^/]+)" if i % 2 else re.escape(part)
+                          for i, part in enumerate(PLACEHOLDER.split(param.path or "")))
+        try:
+            match = re.fullmatch(pattern, real)
+        except re.error:  # a placeholder used twice in one path: a repeated group name
+            continue
+        if match:
+            for name, value in match.groupdict().items():
+                values.setdefault(name, value)
+    return values
+
+
 def _unpack(given: object) -> tuple[str | None, str, str]:
     if given is None:
         return None, "", ""

@@ -297,6 +297,18 @@ class ResultStore:
                 for j in session.scalars(query.order_by(JournalEntry.id))
             ]
 
+    def journal_paths(self, run_ids: Sequence[int]) -> dict[str, str]:
+        """Parameter name -> the real path runs changed it at (placeholders resolved), the first
+        of `run_ids` that journalled it winning."""
+        with self._session() as session:
+            rows = session.execute(select(JournalEntry.run_id, JournalEntry.name, JournalEntry.path)
+                                   .where(JournalEntry.run_id.in_(list(run_ids))).order_by(JournalEntry.id)).all()
+        order = {run_id: i for i, run_id in enumerate(run_ids)}
+        paths: dict[str, str] = {}
+        for run_id, name, path in sorted(rows, key=lambda row: order[row[0]]):
+            paths.setdefault(name, path)
+        return paths
+
     def mark_restored(self, journal_id: int, error: str | None = None) -> None:
         values: dict[str, Any] = {"restore_error": error}
         if error is None:

@@ -142,6 +142,19 @@ def test_five_trials_on_mysql_latency_store_latency_and_restore_everything(tmp_p
         assert journal["block.nr_requests"] == f"/sys/block/{device}/queue/nr_requests"
         assert f"{{datadir_device}} = {device}" in result.stdout
     assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
+    # what is deployed names the disk the runs tuned, never the placeholder
+    for trial in range(1, 6):
+        for fmt in ("sysctl.d", "tuned"):
+            out = tmp_path / f"export-{trial}-{fmt}"
+            exported = ostune("export", "mariadb-mysql-latency", "--db", f"sqlite:///{db}", "--format", fmt,
+                              "--trial", str(trial), "--output", str(out))
+            if trial not in [r[0] for r in succeeded]:
+                continue
+            assert exported.returncode == 0, exported.stderr
+            text = (out / "tuned.conf" if fmt == "tuned" else out).read_text()
+            assert "{datadir_device}" not in text, text
+            if device:
+                assert f"/sys/block/{device}/queue/" in text, text
     # the optimizer really moved knobs away from the baseline
     baseline = dict(query(db, "select param, value from trial_params where trial=1"))
     later = query(db, "select param, value from trial_params where trial>1")

@@ -120,3 +120,17 @@ def test_probe_reports_unresolved_placeholders_and_strict_refuses():
     assert report.skipped == {"block.scheduler": "no disk here"}
     with pytest.raises(KnobUnavailableError, match="block.scheduler: no disk here"):
         probe(LocalHost(), out.space, skipped=out.skipped, strict=True)
+
+
+def test_placeholder_values_are_read_back_from_the_paths_a_run_wrote():
+    from spaces.model import Parameter, Space
+    from spaces.placeholders import values_from_paths
+
+    space = Space((Parameter("block.scheduler", "sysfs", "categorical", choices=("none", "mq-deadline"),
+                             path="/sys/block/{datadir_device}/queue/scheduler"),
+                   Parameter("vm.swappiness", "sysctl", "int", low=0, high=100)))
+    assert values_from_paths(space, {"block.scheduler": "/sys/block/nvme0n1/queue/scheduler",
+                                     "vm.swappiness": "/proc/sys/vm/swappiness"}) == {"datadir_device": "nvme0n1"}
+    # a path that does not fit the template (another space version) says nothing
+    assert values_from_paths(space, {"block.scheduler": "/sys/block/vda/queue/nr_requests"}) == {}
+    assert values_from_paths(space, {}) == {}

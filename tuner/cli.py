@@ -605,7 +605,7 @@ def show(name: str, db: str) -> None:
 def best(name: str, db: str, as_json: bool, minimal: bool = False) -> None:
     """The recommended configuration, as /etc/sysctl.d lines plus sysfs/debugfs/boot settings."""
     from tuner.experiment import stored_space
-    from tuner.export import minimal_summary, render_sysctl_d
+    from tuner.export import deployable_space, minimal_summary, render_sysctl_d, unresolved_lines
     from tuner.recommend import describe_minimal, recommend, recommendation_doc
 
     store = open_store(db, create=False, readable=True)
@@ -618,16 +618,27 @@ def best(name: str, db: str, as_json: bool, minimal: bool = False) -> None:
     if as_json:
         click.echo(json.dumps(recommendation_doc(experiment, space, choice), default=str))
         return
+    host_space, unresolved = deployable_space(store, experiment, space, choice_run_ids(store, experiment, choice))
     if minimal:
         change = _minimal_or_refuse(experiment.name, choice)
-        click.echo(render_sysctl_d(space, change.changes(), header=minimal_summary(experiment, choice)))
+        values = change.changes()
+        click.echo("\n".join([render_sysctl_d(host_space, values, header=minimal_summary(experiment, choice)),
+                              *unresolved_lines(unresolved, values)]))
         return
-    text = render_sysctl_d(space, choice.params, header=(
+    text = "\n".join([render_sysctl_d(host_space, choice.params, header=(
         f"ostune experiment {experiment.name}, trial {trial.number} ({choice.measurements} measurement(s)): "
-        f"{experiment.objective} median {choice.objective:.4g} ({choice.reason})"))
+        f"{experiment.objective} median {choice.objective:.4g} ({choice.reason})")),
+        *unresolved_lines(unresolved, choice.params)])
     if choice.minimal is not None:
         text += "\n# " + describe_minimal(choice.minimal, experiment.name)
     click.echo(text)
+
+
+def choice_run_ids(store, experiment, choice) -> list[int]:  # type: ignore[no-untyped-def]
+    """The runs that measured the recommended configuration, its first trial's first."""
+    by_number = {t.number: t for t in store.trials(experiment.id)}
+    ids = [by_number[n].run_id for n in choice.trials if n in by_number and by_number[n].run_id is not None]
+    return list(dict.fromkeys(ids))
 
 
 def _minimal_or_refuse(name: str, choice):  # type: ignore[no-untyped-def]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ def _same_file(target: Path, database_file: Path) -> bool:
 def _chosen_trial(store, experiment, trial_number: int | None):  # type: ignore[no-untyped-def]
     """The trial to export, why, and its objective as `ostune best` gives it (the median over
     every measurement of the recommended configuration, not its first trial's)."""
+    from tuner.cli import choice_run_ids
     from tuner.recommend import recommend
 
     if trial_number is not None:
@@ -44,13 +46,14 @@ def _chosen_trial(store, experiment, trial_number: int | None):  # type: ignore[
             raise BadInputError(f"experiment {experiment.name!r} has no trial {trial_number}")
         if trial.status != "succeeded":
             raise BadInputError(f"trial {trial_number} of {experiment.name!r} did not succeed ({trial.status})")
-        return trial, f"trial {trial_number} (chosen with --trial)", f"{trial.objective:.4g}"
+        runs = [trial.run_id] if trial.run_id is not None else []
+        return trial, f"trial {trial_number} (chosen with --trial)", f"{trial.objective:.4g}", runs
     choice = recommend(store, experiment)
     if choice is None:
         raise BadInputError(f"experiment {experiment.name!r} has no succeeded trial yet")
     objective = choice.objective if choice.objective is not None else choice.trial.objective
     spread = f" median of {choice.measurements}" if choice.measurements > 1 else ""
-    return choice.trial, choice.reason, f"{objective:.4g}{spread}"
+    return choice.trial, choice.reason, f"{objective:.4g}{spread}", choice_run_ids(store, experiment, choice)
 
 
 def describe_values(param) -> str:  # type: ignore[no-untyped-def]
@@ -132,7 +135,7 @@ def register(main: click.Group) -> None:
                minimal: bool = False) -> None:
         """Export the recommended configuration (sysctl.d, grub, tuned) or all trials (json, csv)."""
         from tuner import export as ex
-        from tuner.cli import _minimal_or_refuse
+        from tuner.cli import _minimal_or_refuse, choice_run_ids
         from tuner.experiment import stored_space
         from tuner.recommend import recommend
 
@@ -153,12 +156,15 @@ def register(main: click.Group) -> None:
                     raise BadInputError(f"experiment {experiment.name!r} has no succeeded trial yet")
                 values = _minimal_or_refuse(experiment.name, choice).changes()
                 summary = ex.minimal_summary(experiment, choice)
+                run_ids = choice_run_ids(store, experiment, choice)
             else:
-                trial, reason, objective = _chosen_trial(store, experiment, trial_number)
+                trial, reason, objective, run_ids = _chosen_trial(store, experiment, trial_number)
                 values = trial.params
                 summary = f"ostune {experiment.name} trial {trial.number}: {experiment.objective} = {objective} ({reason})"
+            space, unresolved = ex.deployable_space(store, experiment, space, run_ids)
+            left_out = "".join(line + "\n" for line in ex.unresolved_lines(unresolved, values))
             if fmt == "sysctl.d":
-                text = ex.render_sysctl_d(space, values, header=summary) + "\n"
+                text = ex.render_sysctl_d(space, values, header=summary) + "\n" + left_out
             elif fmt == "grub":
                 try:
                     text = ex.render_grub(space, values, header=summary) + "\n"
@@ -174,9 +180,9 @@ def register(main: click.Group) -> None:
                     directory.mkdir(parents=True, exist_ok=True)
                 except OSError as exc:
                     raise BadInputError(f"--output {directory}: {exc.strerror}") from None
-                _write(str(directory / "tuned.conf"), ex.render_tuned(space, values, summary=summary), store)
-                click.echo(f"wrote tuned profile {directory}/tuned.conf "
-                           f"(install: cp -r {directory} /etc/tuned/; tuned-adm profile {directory.name})")
+                _write(str(directory / "tuned.conf"), ex.render_tuned(space, values, summary=summary) + left_out, store)
+                click.echo(f"wrote tuned profile {directory}/tuned.conf (install: cp -r {shlex.quote(str(directory))} "
+                           f"/etc/tuned/; tuned-adm profile {shlex.quote(directory.name)})")
                 return
         if output:
             _write(output, text, store)

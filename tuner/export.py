@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 import shlex
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from spaces.model import Space, boot_tokens
 from targets.knobs import family_for
+
+
+def deployable_space(store, experiment, space: Space, run_ids: Sequence[int]) -> tuple[Space, dict[str, str]]:  # type: ignore[no-untyped-def]
+    """The space with its {placeholders} resolved the way the runs that measured a configuration
+    resolved them (`run_ids` first, then the experiment's latest runs), and the parameters none of
+    them resolved, with why: a deployment file must name /sys/block/vda/..., never
+    /sys/block/{datadir_device}/..."""
+    from spaces.placeholders import expand, names_in, values_from_paths
+
+    if not any(names_in(p.path) for p in space.parameters):
+        return space, {}
+    later = [run["id"] for run in reversed(store.runs_for(experiment.id)) if run["id"] not in run_ids]
+    values = values_from_paths(space, store.journal_paths([*run_ids, *later]))
+    expansion = expand(space, values)
+    unresolved = {name: (f"its path {space[name].path} depends on the host, and no run of this experiment "
+                         "recorded where it was") for name in expansion.skipped}
+    return expansion.space, unresolved
+
+
+def unresolved_lines(unresolved: Mapping[str, str], values: Mapping[str, object]) -> list[str]:
+    """Comment lines for the parameters a deployment file leaves out (only those it would set)."""
+    return [f"# not included: {name} = {values[name]} ({why})" for name, why in unresolved.items() if name in values]
 
 
 def render_sysctl_d(space: Space, values: Mapping[str, object], header: str = "") -> str:
