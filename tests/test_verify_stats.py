@@ -48,6 +48,23 @@ def test_interval_covers_a_known_ratio_about_95_percent_of_the_time_with_8_round
     assert 0.88 <= covered / runs <= 0.99
 
 
+@pytest.mark.parametrize("rounds", [3, 4])
+def test_the_interval_keeps_its_95_percent_at_the_fewest_rounds_verify_allows(rounds):
+    """A bootstrap of 3 rounds never reaches past the smallest and largest round: its interval
+    held a known ratio 74% of the time and "established" 12-14% of unchanged configurations."""
+    rng = np.random.default_rng(rounds)
+    runs = 400
+    covered = false_wins = 0
+    for i in range(runs):
+        baseline = np.exp(rng.normal(0.0, 0.3, rounds))
+        same = np.exp(rng.normal(0.0, 0.3, rounds))
+        effect = paired_effect(list(same), list(baseline), resamples=2000, seed=i)
+        covered += effect.ci_low <= 1.0 <= effect.ci_high
+        false_wins += established(effect, lower_is_better=True)
+    assert covered / runs >= 0.92
+    assert false_wins / runs <= 0.05  # one-sided 2.5% expected; 400 runs vary by about 0.8%
+
+
 def test_an_unchanged_configuration_is_not_reported_as_an_improvement():
     # Same distribution as the baseline (20% noise, like Redis p99): "established" must be rare,
     # at most about the one-sided 2.5% error rate.
@@ -86,3 +103,26 @@ def test_schedule_interleaves_every_configuration_once_per_round_in_varying_orde
     assert len(schedule) == 8 and all(sorted(r) == sorted(labels) for r in schedule)
     assert len({tuple(r) for r in schedule}) > 1
     assert interleaved_schedule(labels, 8, seed=4) == schedule
+
+
+def test_configurations_that_differ_only_in_knobs_this_host_lacks_are_measured_once():
+    from spaces.model import Parameter, Space
+    from tuner.verify import Contender, merge_identical
+
+    space = Space((Parameter("vm.a", "sysctl", "int", low=0, high=10),
+                   Parameter("kernel.sched_migration_cost_ns", "sysctl", "int", low=0, high=10**7)))
+    baseline = Contender("baseline", {"vm.a": 1, "kernel.sched_migration_cost_ns": 500000}, 1)
+    recommended = Contender("recommended", {"vm.a": 2, "kernel.sched_migration_cost_ns": 500000}, 7)
+    profile = Contender("profile:latency-performance", {"vm.a": 2, "kernel.sched_migration_cost_ns": 5000000}, 2)
+    nothing = Contender("profile:network-latency", {"vm.a": 1, "kernel.sched_migration_cost_ns": 0}, 3)
+    everything = {"vm.a", "kernel.sched_migration_cost_ns"}
+    kept, notes = merge_identical([baseline, recommended, profile, nothing], space, everything)
+    assert kept == [baseline, recommended, profile, nothing] and notes == []
+    # the scheduler knob is skipped here (debugfs, kernel lockdown): the profile is the recommendation
+    kept, notes = merge_identical([baseline, recommended, profile, nothing], space, {"vm.a"})
+    assert [c.label for c in kept] == ["baseline", "recommended"]
+    assert notes == [
+        "profile:latency-performance sets the same values as recommended on this host (its other knobs cannot be "
+        "set here): measured once, as recommended",
+        "profile:network-latency sets the same values as baseline on this host (its other knobs cannot be set "
+        "here): measured once, as baseline"]
