@@ -103,7 +103,12 @@ class Host(abc.ABC):
         input_text: str | None = None,
         env: dict[str, str] | None = None,
     ) -> CommandResult:
-        """Run a command to completion. With check=True a non-zero exit raises HostError."""
+        """Run a command to completion. With check=True a non-zero exit raises HostError.
+
+        A command cut short (its timeout, an interrupt, an error) must not outlive the call, nor
+        may what it started (a `sh -c` workload's benchmark): a measurement left running spoils
+        the next one. Where the host can, it is stopped as a whole (LocalHost: its session).
+        """
 
     @abc.abstractmethod
     def read_text(self, path: str) -> str:
@@ -127,7 +132,7 @@ class Host(abc.ABC):
 
     @abc.abstractmethod
     def terminate(self, proc: SpawnedProcess, *, timeout_s: float = 10.0) -> None:
-        """SIGTERM, then SIGKILL after timeout_s."""
+        """SIGTERM, then SIGKILL after timeout_s; what it started (its process group or session) goes too."""
 
     @abc.abstractmethod
     def make_workdir(self, prefix: str, *, parent: str | None = None) -> str:

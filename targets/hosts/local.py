@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -12,9 +13,11 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from types import FrameType
+from typing import Any, Callable, Iterator, Sequence
 
 from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
 from targets.hosts.workdir_records import WORKDIR_OWNER_FILE, owner_record, parse_owner
@@ -74,30 +77,33 @@ class LocalHost(Host):
         input_text: str | None = None,
         env: dict[str, str] | None = None,
     ) -> CommandResult:
+        """Run a command to completion in a session of its own. Stopped early (its timeout, an
+        interrupt, an error), it is stopped together with everything it started: see own_session."""
         started = time.monotonic()
         usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         full_env = {**os.environ, **env} if env else None
         try:
-            proc = subprocess.run(
+            with own_session(
                 list(argv),
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
                 text=True,
-                timeout=timeout_s,
-                input=input_text,
                 env=full_env,
-                stdin=None if input_text is not None else subprocess.DEVNULL,
-            )
+            ) as proc:
+                try:
+                    stdout, stderr = proc.communicate(input_text, timeout=timeout_s)
+                except subprocess.TimeoutExpired as exc:
+                    raise HostError(f"command timed out after {timeout_s:g} s: {' '.join(argv)}") from exc
         except FileNotFoundError as exc:
             raise HostError(f"command not found: {argv[0]}") from exc
-        except subprocess.TimeoutExpired as exc:
-            raise HostError(f"command timed out after {timeout_s:g} s: {' '.join(argv)}") from exc
         usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu_s = (usage_after.ru_utime - usage_before.ru_utime) + (usage_after.ru_stime - usage_before.ru_stime)
         result = CommandResult(
-            tuple(argv), proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started, cpu_s
+            tuple(argv), proc.returncode, stdout, stderr, time.monotonic() - started, cpu_s
         )
         if check and not result.ok:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+            tail = (stderr or stdout).strip().splitlines()[-1:] or [""]
             raise HostError(f"{argv[0]} exited {proc.returncode}: {tail[0]}")
         return result
 
@@ -164,24 +170,10 @@ class LocalHost(Host):
 
     def terminate(self, proc: SpawnedProcess, *, timeout_s: float = 10.0) -> None:
         child = getattr(self, "_children", {}).pop(proc.pid, None)
-        try:
-            os.kill(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if child is not None:
-                if child.poll() is not None:
-                    return
-            elif not self.is_alive(proc):
-                return
-            time.sleep(0.05)
-        try:
-            os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return
-        if child is not None:
-            child.wait(timeout=5)
+        if child is None:
+            _terminate_by_pid(proc.pid, timeout_s)
+        else:
+            _terminate_server(child, timeout_s)
 
     def make_workdir(self, prefix: str, *, parent: str | None = None) -> str:
         return owned_tempdir(f"ostune-{prefix}-", parent=parent)
@@ -216,6 +208,203 @@ class LocalHost(Host):
     def put_file(self, path: str, text: str) -> None:
         with open(path, "w") as f:
             f.write(text)
+
+
+#: how long a command stopped early gets, with everything it started, to exit on SIGTERM
+#: before SIGKILL
+STOP_GRACE_S = 5.0
+#: how long to wait for SIGKILLed processes to be gone (only one stuck in uninterruptible
+#: sleep takes longer)
+_KILL_WAIT_S = 2.0
+#: the signals tuner/cli.py turns into a KeyboardInterrupt (an orderly stop)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _StopSignalsHeld:
+    """Within the block SIGINT, SIGTERM and SIGHUP are noted, and delivered when it is left.
+
+    Around the start of a child: the KeyboardInterrupt ostune raises for them, landing between
+    the fork and the caller holding the Popen, would leave a child that nobody stops. Handlers
+    (and so that exception) only ever run in the main thread: elsewhere there is nothing to hold.
+    """
+
+    def __init__(self) -> None:
+        self._held: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def _hold(self, signum: int, _frame: FrameType | None) -> None:
+        self._held.append(signum)
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            for sig in _STOP_SIGNALS:
+                previous = signal.getsignal(sig)
+                if previous is None:
+                    continue  # a handler from outside Python: it could not be put back
+                # noted before the swap: an interrupt right after it still finds it restored
+                self._previous[sig] = previous
+                signal.signal(sig, self._hold)
+        except BaseException:
+            self._restore()
+            raise
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        self._restore()
+        for sig in dict.fromkeys(self._held):
+            signal.raise_signal(sig)  # its own handler now: ostune's raises KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def own_session(argv: list[str], **popen_kwargs: Any) -> Iterator[subprocess.Popen[Any]]:
+    """A child started in a session of its own, for the block to wait for. If the block raises
+    (a timeout, an interrupt, an error) the session is stopped before the exception goes on.
+
+    Its own session, because ostune stops it, not the terminal: a `sh -c` command's benchmark,
+    and what that started in the background (where sh ignores SIGINT) or in a process group of
+    its own (GNU timeout makes one), would outlive a stop that reached only the shell. A Ctrl-C
+    typed at the terminal reaches ostune alone, which stops the session here. And it has no
+    controlling terminal to block on."""
+    proc: subprocess.Popen[Any] | None = None
+    try:
+        with _StopSignalsHeld():
+            proc = subprocess.Popen(argv, start_new_session=True, **popen_kwargs)
+        yield proc
+    except BaseException:
+        if proc is not None:
+            stop_session(proc)
+        raise
+    finally:
+        if proc is not None:
+            _close_pipes(proc)
+
+
+def stop_session(proc: subprocess.Popen[Any], grace_s: float = STOP_GRACE_S) -> None:
+    """Stop a child started by own_session and every process of its session: SIGTERM, SIGKILL to
+    what is left after grace_s, then reap the child.
+
+    A process gets into a session only by being forked in it, so the session holds the child's
+    descendants: all but those that made sessions of their own (daemons). The child is reaped
+    last: until then its pid, the session's id, cannot be given to another process."""
+    sid = proc.pid
+    gone = False
+    try:
+        _signal_all(_session_members(sid), signal.SIGTERM)
+        gone = _session_gone_within(sid, grace_s)
+    finally:  # also when a second interrupt cuts the grace short
+        if not gone:
+            _session_gone_within(sid, _KILL_WAIT_S, kill=True)
+        proc.wait()
+
+
+def _terminate_server(child: subprocess.Popen[Any], timeout_s: float) -> None:
+    """Stop a server started by spawn: SIGTERM to the server alone (its own shutdown stops its
+    helpers in order), SIGKILL after timeout_s; then SIGKILL to whatever is left in its session,
+    such as the snapshot child of a redis-server that had to be killed."""
+    if child.returncode is not None:
+        return  # reaped long ago: its pid, and so its session id, may be another process's by now
+    try:
+        os.kill(child.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    _exits_within(child.pid, timeout_s)
+    # not reaped yet (a zombie at most), so the session id is still the server's
+    _session_gone_within(child.pid, _KILL_WAIT_S, kill=True)
+    child.wait()
+
+
+def _terminate_by_pid(pid: int, timeout_s: float) -> None:
+    """Stop a process this object did not start (no Popen to reap it, no session known to be its)."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            return
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+
+
+def _exits_within(pid: int, timeout_s: float) -> bool:
+    """Whether this child exits within timeout_s; it is left unreaped (WNOWAIT), keeping its pid."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+        except ChildProcessError:
+            return True  # already reaped
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
+def _session_gone_within(sid: int, timeout_s: float, *, kill: bool = False) -> bool:
+    """Wait for the session's processes to be gone. kill: SIGKILL them, again at every look, so
+    that none forked in the meantime is missed (SIGTERM goes once: a second one can cut short the
+    clean exit the first asked for)."""
+    deadline = time.monotonic() + timeout_s
+    while members := _session_members(sid):
+        if kill:
+            _signal_all(members, signal.SIGKILL)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _session_members(sid: int) -> list[int]:
+    """The running processes of a session. Zombies do not count: where PID 1 does not reap
+    orphans (many containers) an exited grandchild stays a zombie for good."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if len(fields) > 3 and int(fields[3]) == sid and fields[0] not in ("Z", "X"):
+                members.append(int(entry.name))
+    return members
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass  # gone since it was listed
+        except PermissionError:
+            pass  # it runs as another user (a setuid program): beyond ostune's reach
+
+
+def _pid_alive(pid: int) -> bool:
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] not in ("Z", "X")
+
+
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name (state, ppid, pgrp, session, …); empty once gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _close_pipes(proc: subprocess.Popen[Any]) -> None:
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            with contextlib.suppress(OSError):  # stdin may still hold input for a dead reader
+                stream.close()
 
 
 def owned_tempdir(prefix: str, parent: str | None = None) -> str:
