@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from targets.hosts.qemu import console_tail, reap_stale_qemu
-from targets.hosts.ssh import GrubBoot, RemoteHost, SshHost, check_boot_tokens, parse_ssh_url
+from targets.hosts.ssh import _ENV_WRAPPER, GrubBoot, RemoteHost, SshHost, _env_file_text, check_boot_tokens, parse_ssh_url
 from targets.vm.image import recipe_hash
 from tuner.errors import BadInputError
 from tuner.ownership import process_start_ticks
@@ -46,7 +47,7 @@ def test_missing_key_file_is_bad_input(tmp_path: Path) -> None:
         SshHost("ssh://root@h", key_path=str(tmp_path / "nope"))
 
 
-@pytest.mark.parametrize("token", ["a b", 'x="y"', "$(reboot)", "a;b", "`x`", "", "a\nb", "x'y"])
+@pytest.mark.parametrize("token", ["a b", 'x="y"', "$(reboot)", "a;b", "`x`", "", "a\nb", "x'y", "mitigations=off\n"])
 def test_unsafe_boot_tokens_rejected(token: str) -> None:
     with pytest.raises(BadInputError, match="boot token"):
         check_boot_tokens([token])
@@ -72,9 +73,13 @@ def test_command_lines_are_quoted_and_sudo_prefixed() -> None:
     host._sudo = False
     assert host._command_line(["echo", "$(id)", "a b;c"]) == "echo '$(id)' 'a b;c'"
     host._sudo = True
-    assert host._command_line(["cat", "/x"], env={"A": "1 2"}) == "sudo -n -- env 'A=1 2' cat /x"
-    with pytest.raises(BadInputError):
-        host._command_line(["true"], env={"A;rm": "x"})
+    # the environment travels in a file, never on the command line (ps shows it to every user)
+    assert host._command_line(["cat", "/x"], env_file="/tmp/e") == \
+        f"sudo -n -- sh -c {shlex.quote(_ENV_WRAPPER)} sh /tmp/e cat /x"
+    assert _env_file_text({"A": "1 2'"}) == "export A='1 2'\"'\"''\n"
+    for bad in ({"A;rm": "x"}, {"A\n": "x"}, {"A": "x\0y"}):
+        with pytest.raises(BadInputError):
+            _env_file_text(bad)
 
 
 def test_recipe_hash_depends_on_bootloader() -> None:

@@ -2,7 +2,8 @@
 RemoteHost runtime that QemuHost reuses.
 
 Every runtime primitive goes over one persistent fabric Connection (paramiko). Commands are argv
-lists quoted with shlex.join, so values can never inject shell syntax. Host keys are pinned:
+lists quoted with shlex.join, so values can never inject shell syntax. A command's environment and
+stdin travel in private files (SshSession.stage), never on a command line. Host keys are pinned:
 unknown keys are refused unless the caller opts in.
 """
 
@@ -17,7 +18,7 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
@@ -28,7 +29,33 @@ from tuner.ownership import ProcessIdentity
 
 #: characters allowed in one kernel command-line token we pass on (QEMU -append, GRUB drop-in)
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.,:=/+@%~\-\[\]]+$")
-_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+#: where a command's private files (its environment, its stdin) are staged
+_STAGING_ROOT = "/tmp"
+
+# `sh -c _ENV_WRAPPER sh ENV_FILE PROGRAM ARGS...`, run inside sudo (whose env_reset would drop
+# variables set before it): the values reach PROGRAM's environment without being on any command
+# line, where every user of the host sees them (ps, /proc/PID/cmdline) and sudo logs them. The
+# file is opened and unlinked before anything in it takes effect, so a PATH or LD_PRELOAD it sets
+# cannot change which rm runs; it is then read through the open descriptor. A file that cannot be
+# read is exit 125, env(1)'s own failure: a missing program stays 127 and the program's code its own.
+_ENV_WRAPPER = 'command exec 3< "$1" && rm -f -- "$1" || exit 125; shift; . /proc/self/fd/3; exec "$@" 3<&-'
+
+
+def _env_file_text(env: Mapping[str, str]) -> str:
+    """The lines _ENV_WRAPPER sources: one export per variable, the value shell-quoted."""
+    lines = []
+    for name, value in env.items():
+        # fullmatch: `$` would let a trailing newline through, and the name onto a line of its own
+        if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
+            raise BadInputError(f"bad environment variable name {name!r}; use letters, digits and _, "
+                                "not starting with a digit")
+        text = str(value)
+        if "\0" in text:
+            raise BadInputError(f"environment variable {name} holds a NUL byte, which no environment can carry")
+        lines.append(f"export {name}={shlex.quote(text)}\n")
+    return "".join(lines)
 
 GRUB_DROPIN = "/etc/default/grub.d/99-ostune.cfg"
 
@@ -37,7 +64,7 @@ def check_boot_tokens(tokens: Sequence[str]) -> tuple[str, ...]:
     """Validate kernel command-line tokens; they must be safe inside a double-quoted shell string."""
     out: list[str] = []
     for token in tokens:
-        if not isinstance(token, str) or not _TOKEN_RE.match(token):
+        if not isinstance(token, str) or not _TOKEN_RE.fullmatch(token):
             raise BadInputError(
                 f"boot token {token!r} is not a plain kernel parameter; valid: one word of "
                 "letters, digits and _.,:=/+@%~-[] such as 'mitigations=off' or "
@@ -185,25 +212,96 @@ class SshSession:
                 pass
             self._conn = None
 
-    def exec(
-        self, command: str, *, timeout_s: float | None = None, input_text: str | None = None
-    ) -> tuple[int, str, str]:
-        """Run one shell command line; returns (exit_code, stdout, stderr)."""
-        import io
+    def stage(self, files: Mapping[str, str]) -> str:
+        """A new directory that only this SSH user can enter (0700), holding `files` (name ->
+        text, each 0600); returns its path. Hand it to exec(staged=...), which removes it.
 
+        Made over SFTP, not by a command, so the contents are never on a command line; the
+        random name is created exclusively, so nobody can have prepared it or a file in it."""
         import paramiko
-        from invoke.exceptions import CommandTimedOut
 
         self.open()
         assert self._conn is not None
+        path = f"{_STAGING_ROOT}/ostune-private-{uuid.uuid4().hex}"
+        try:
+            self._conn.sftp().mkdir(path, 0o700)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HostError(f"cannot make a private directory in {_STAGING_ROOT} on {self.label}: "
+                            f"{exc or type(exc).__name__}") from exc
+        try:
+            for name, text in files.items():
+                self._upload(f"{path}/{name}", text)
+        except HostError:
+            self._discard(path)
+            raise
+        return path
+
+    def _upload(self, path: str, text: str) -> None:
+        import paramiko
+
+        assert self._conn is not None
+        try:
+            with self._conn.sftp().open(path, "wx") as handle:
+                handle.chmod(0o600)  # before the first byte: the server's umask may leave it 0644
+                handle.write(text.encode())
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HostError(f"cannot upload {path} to {self.label}: {exc or type(exc).__name__}") from exc
+
+    def _discard(self, staged: str) -> None:
+        """Remove a staged directory that its command line will not remove (it never ran, or was
+        given up on). Best effort: with the connection gone nothing can be done from here."""
+        if not self.connected:
+            return
+        assert self._conn is not None
+        try:
+            self._conn.run(f"rm -rf -- {shlex.quote(staged)}", hide=True, warn=True, pty=False,
+                           in_stream=False, timeout=30)
+        except Exception:
+            pass
+
+    def exec(
+        self,
+        command: str,
+        *,
+        timeout_s: float | None = None,
+        input_text: str | None = None,
+        staged: str | None = None,
+        shown: str | None = None,
+    ) -> tuple[int, str, str]:
+        """Run one shell command line; returns (exit_code, stdout, stderr).
+
+        `staged`: a directory from stage() that the command reads, removed as soon as the command
+        ends (or fails to start). `shown` stands for the command in messages (the command line
+        without the plumbing that carries its environment)."""
+        import paramiko
+        from invoke.exceptions import CommandTimedOut
+
+        shown = (shown or command)[:160]
+        try:
+            self.open()
+        except HostError:
+            if staged is not None:
+                self._discard(staged)
+            raise
+        assert self._conn is not None
+        redirect = ""
         try:
             if input_text is not None:
                 # invoke never sends EOF after an in_stream, so `redis-cli --pipe` and friends would
-                # wait for more input until the timeout: upload the input and redirect from it.
-                remote = f"/tmp/ostune-stdin-{uuid.uuid4().hex}"
-                self._conn.put(io.BytesIO(input_text.encode()), remote=remote)
-                quoted = shlex.quote(remote)
-                command = f"{{ {command} ; }} < {quoted}; rc=$?; rm -f {quoted}; exit $rc"
+                # wait for more input until the timeout: upload the input and redirect from it. In
+                # a private directory: the input can be a config file holding a password.
+                if staged is None:
+                    staged = self.stage({})
+                stdin = f"{staged}/stdin"
+                self._upload(stdin, input_text)
+                redirect = f" < {shlex.quote(stdin)}"
+        except HostError:
+            if staged is not None:
+                self._discard(staged)
+            raise
+        if staged is not None:
+            command = f"{{ {command} ; }}{redirect}; rc=$?; rm -rf -- {shlex.quote(staged)}; exit $rc"
+        try:
             result = self._conn.run(
                 command,
                 hide=True,
@@ -213,9 +311,11 @@ class SshSession:
                 timeout=timeout_s,
             )
         except CommandTimedOut as exc:
-            raise HostError(
-                f"command on {self.label} timed out after {timeout_s} s: {command[:160]}"
-            ) from exc
+            if staged is not None:
+                # the command may go on running: its stdin stays readable through the open
+                # descriptor, and its environment was read and unlinked when it started
+                self._discard(staged)
+            raise HostError(f"command on {self.label} timed out after {timeout_s} s: {shown}") from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.close()
             raise HostError(f"lost SSH connection to {self.label}: {exc or type(exc).__name__}") from exc
@@ -256,15 +356,14 @@ class RemoteHost(Host):
             raise HostError(f"host {self.key} is not started; call start() first")
         return self._session
 
-    def _command_line(self, argv: Sequence[str], env: dict[str, str] | None = None) -> str:
+    def _command_line(self, argv: Sequence[str], *, env_file: str | None = None) -> str:
+        """The remote command line of argv, under sudo when not root; with `env_file` (written
+        by _env_file_text), the program starts with the variables it sets."""
         parts = [str(a) for a in argv]
         if not parts:
             raise BadInputError("empty command; give a program and its arguments")
-        if env:
-            for name in env:
-                if not _ENV_NAME_RE.match(name):
-                    raise BadInputError(f"bad environment variable name {name!r}")
-            parts = ["env", *[f"{k}={v}" for k, v in env.items()], *parts]
+        if env_file is not None:
+            parts = ["sh", "-c", _ENV_WRAPPER, "sh", env_file, *parts]
         if self._sudo:
             parts = ["sudo", "-n", "--", *parts]
         return shlex.join(parts)
@@ -279,9 +378,14 @@ class RemoteHost(Host):
         env: dict[str, str] | None = None,
     ) -> CommandResult:
         session = self._require_session()
-        command = self._command_line(argv, env)
+        command = shown = self._command_line(argv)
         started = time.monotonic()
-        code, out, err = session.exec(command, timeout_s=timeout_s, input_text=input_text)
+        staged = None
+        if env:
+            staged = session.stage({"env": _env_file_text(env)})
+            command = self._command_line(argv, env_file=f"{staged}/env")
+        code, out, err = session.exec(command, timeout_s=timeout_s, input_text=input_text,
+                                      staged=staged, shown=shown)
         result = CommandResult(
             argv=tuple(str(a) for a in argv),
             exit_code=code,
