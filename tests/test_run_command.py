@@ -66,6 +66,37 @@ def test_a_resumed_experiment_is_measured_on_its_own_host_and_refuses_another(tm
     assert query(db, "select count(*) from trials where status = 'succeeded'") == [(3,)]
 
 
+def test_this_machine_under_a_new_hostname_resumes_its_experiment_another_machine_does_not(tmp_path):
+    """A local host's key carries the hostname; the machine id of the experiment's runs tells a
+    renamed machine (resumes) from a copied database on another one (refused). The rename is
+    simulated in the database: renaming the machine running the suite would disturb everything."""
+    import sqlite3
+
+    space = tmp_path / "s.yaml"
+    space.write_text("parameters:\n  vm.swappiness: {kind: sysctl, type: int, range: [10, 60]}\n")
+    db = tmp_path / "l.db"
+    command = "echo '{\"p99_ms\": 1.0}'"
+    first = ostune("run", "--app", "command", "--host", "local", "--space", str(space), "--command", command,
+                   "--trials", "1", "--no-profiles", "--experiment", "here", "--db", f"sqlite:///{db}")
+    assert first.returncode == 0, first.stderr
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("update experiments set target_json = replace(target_json, ?, '\"local:old-name\"')",
+                     (json.dumps(query(db, "select host_key from runs")[0][0]),))
+        conn.execute("update runs set host_key = 'local:old-name'")
+    conn.close()
+    renamed = ostune("run", "--app", "command", "--experiment", "here", "--trials", "1", "--db", f"sqlite:///{db}")
+    assert renamed.returncode == 0, renamed.stderr
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("update runs set machine_id = '0123456789abcdef0123456789abcdef'")
+    conn.close()
+    elsewhere = ostune("run", "--app", "command", "--experiment", "here", "--trials", "1", "--db", f"sqlite:///{db}")
+    assert elsewhere.returncode == 2, elsewhere.stderr
+    assert "--host local: experiment 'here' was tuned on local:old-name" in elsewhere.stderr
+    assert query(db, "select count(*) from trials") == [(2,)]
+
+
 def test_resume_continues_numbering_and_the_model_sees_all_earlier_trials(tmp_path, space_file):
     db = tmp_path / "r.db"
     first = run_quadratic(space_file, db, 5)

@@ -195,13 +195,19 @@ def refuse_other_app(existing: ExperimentRecord, app: str) -> None:
         raise BadInputError(f"experiment {existing.name!r} tunes app {existing.target.get('app')!r}, not {app!r}")
 
 
-def refuse_other_host(existing: ExperimentRecord, host_key: str) -> None:
+def refuse_other_host(existing: ExperimentRecord, host_key: str, *, local_machine_ids: Sequence[str] = ()) -> None:
     """A resumed experiment is measured on the machine it was tuned on: trials of two machines in
     one model rank configurations by machine. (A QEMU guest is booted afresh for every run; what
     makes it another machine, its memory, vCPUs and image settings, is checked with the host
-    settings.)"""
+    settings.) This machine under a new hostname is still this machine: `local_machine_ids`, the
+    machine ids of the experiment's earlier runs on their own machine, say so."""
+    from tuner.ownership import ProcessIdentity
+
     stored = str(existing.target.get("host"))
     if stored == host_key or (stored.startswith("qemu:") and host_key.startswith("qemu:")):
+        return
+    if (stored.startswith("local:") and host_key.startswith("local:")
+            and ProcessIdentity.current().machine_id in set(local_machine_ids) - {""}):
         return
     from tuner.factory import host_spec_for
 
