@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import sqlite3
+import tempfile
+import weakref
 from pathlib import Path
 from urllib.parse import quote
 
@@ -62,19 +65,51 @@ def sqlite_read_only_reason(url_text: str) -> str | None:
         return None
     if not os.access(path, os.W_OK):
         return f"file {path} is not writable"
-    parent = path.parent if str(path.parent) else Path(".")
+    parent = path.resolve().parent  # a symlink's target's: SQLite's -wal and -shm go there
     if not os.access(parent, os.W_OK):
         # SQLite creates the -wal and -shm files next to the database, even to read a WAL file
         return f"directory {parent} is not writable"
     return None
 
 
-def _read_only_creator(path: Path):  # type: ignore[no-untyped-def]
-    """Connections that cannot write. Without a -wal file no writer is mid-transaction and SQLite
-    need not create one to read (immutable); with one, it is read through its -shm file."""
-    wal = path.with_name(path.name + "-wal")
-    uri = f"file:{quote(str(path.resolve()))}?mode=ro" + ("" if wal.exists() else "&immutable=1")
-    return lambda: sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+class _ReadOnlyConnector:
+    """Connections to a SQLite file that cannot write it, and write nothing next to it; how is
+    decided at each connect, from the files next to the real file (a symlink's target's):
+
+    - no -wal: no writer is mid-transaction; read as immutable (SQLite creates nothing);
+    - -wal and -shm: a writer may be live; read through them (mode=ro);
+    - -wal without -shm: no writer is live (it would have its -shm), but SQLite would create the
+      -shm to read the -wal, as this user and with the database's mode, which can lock the file's
+      owner out of it: the database and its -wal are copied to a private directory, read there.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.real = path.resolve()
+        self._copy_dir: str | None = None
+
+    def _sibling(self, suffix: str) -> Path:
+        return self.real.with_name(self.real.name + suffix)
+
+    def __call__(self) -> sqlite3.Connection:
+        target, immutable = self.real, False
+        if not self._sibling("-wal").exists():
+            immutable = True
+        elif not self._sibling("-shm").exists():
+            target = self._private_copy()
+        uri = f"file:{quote(str(target))}?mode=ro" + ("&immutable=1" if immutable else "")
+        return sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+
+    def _private_copy(self) -> Path:
+        if self._copy_dir is None:
+            self._copy_dir = tempfile.mkdtemp(prefix="ostune-readonly-")
+            for suffix in ("", "-wal"):
+                shutil.copyfile(self._sibling(suffix), Path(self._copy_dir) / (self.real.name + suffix))
+        return Path(self._copy_dir) / self.real.name
+
+    def close(self) -> None:
+        if self._copy_dir is not None:
+            shutil.rmtree(self._copy_dir, ignore_errors=True)
+            self._copy_dir = None
 
 
 def _check_sqlite_path(url_text: str, database: str | None) -> None:
@@ -114,7 +149,9 @@ def open_engine(url_text: str = DEFAULT_DB_URL, *, create: bool = True, read_onl
     read_only = read_only and is_sqlite and bool(url.database) and url.database != ":memory:"
     try:
         if read_only:
-            engine = create_engine(url, creator=_read_only_creator(Path(str(url.database))))
+            connector = _ReadOnlyConnector(Path(str(url.database)))
+            engine = create_engine(url, creator=connector)
+            weakref.finalize(engine, connector.close)
         else:
             engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
     except ImportError as exc:

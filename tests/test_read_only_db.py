@@ -11,12 +11,14 @@ import os
 import shutil
 import sqlite3
 import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from storage.store import ResultStore
-from tests.helpers import QUADRATIC_COMMAND, QUADRATIC_SPACE, ostune
+from tests.helpers import QUADRATIC_COMMAND, QUADRATIC_SPACE, REPO, ostune
 from tests.test_storage_migrations import _database_at, _exited_pid, _insert_experiment
 from tuner.ownership import ProcessIdentity
 
@@ -149,3 +151,60 @@ def test_an_older_schema_that_cannot_be_upgraded_here_is_refused_in_one_line(rea
     assert "cannot be written here and has schema revision '0005'" in result.stderr
     assert "open it once where it can be written" in result.stderr
     assert _digests(mount) == before
+
+
+def _without_capabilities(*args: str) -> subprocess.CompletedProcess:
+    """ostune as root without CAP_DAC_OVERRIDE: a 0444 file is then as unwritable as another
+    user's (a plain root test process writes anything)."""
+    return subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-m", "tuner.cli",
+                           *args], capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def _live_writer(db: Path) -> sqlite3.Connection:
+    """A connection that renames experiment b and keeps the change in the -wal (not checkpointed
+    into the database file), as a running ostune does between checkpoints."""
+    writer = sqlite3.connect(db)
+    writer.execute("pragma wal_autocheckpoint = 0")
+    writer.execute("update experiments set name = 'renamed' where name = 'b'")
+    writer.commit()
+    return writer
+
+
+def test_a_database_read_through_a_symlink_sees_what_a_live_writer_committed(tuned_db, tmp_path):
+    db, _space = tuned_db
+    data, link = tmp_path / "data", tmp_path / "link"
+    data.mkdir()
+    link.mkdir()
+    shutil.copy(db, data / "r.db")
+    writer = _live_writer(data / "r.db")
+    try:
+        (data / "r.db").chmod(0o444)  # another user's file: the writer opened it before
+        (link / "r.db").symlink_to(data / "r.db")
+        listing = _without_capabilities("experiments", "--db", f"sqlite:///{link / 'r.db'}")
+        assert listing.returncode == 0, listing.stderr
+        assert " renamed " in listing.stdout, listing.stdout  # immutable=1 would have ignored the -wal
+    finally:
+        writer.close()
+
+
+def test_a_wal_without_its_shm_is_read_from_a_private_copy_leaving_the_directory_as_it_was(tuned_db, tmp_path):
+    """SQLite would create the -shm to read the -wal, as this user and with the database's 0444
+    mode, and its owner could then no longer write the database."""
+    db, _space = tuned_db
+    work, archive = tmp_path / "work", tmp_path / "archive"
+    work.mkdir()
+    archive.mkdir()
+    shutil.copy(db, work / "r.db")
+    writer = _live_writer(work / "r.db")
+    for suffix in ("", "-wal"):
+        shutil.copy(work / f"r.db{suffix}", archive / f"r.db{suffix}")
+    writer.close()
+    for suffix in ("", "-wal"):
+        (archive / f"r.db{suffix}").chmod(0o444)
+    before = _digests(archive)
+
+    listing = _without_capabilities("experiments", "--db", f"sqlite:///{archive / 'r.db'}")
+    assert listing.returncode == 0, listing.stderr
+    assert " renamed " in listing.stdout
+    assert _digests(archive) == before  # no -shm made next to it
+    assert not list(Path(tempfile.gettempdir()).glob("ostune-readonly-*"))  # the private copy is gone
