@@ -248,7 +248,8 @@ class ResultStore:
         with self._session() as session:
             rows = session.scalars(select(Run).where(Run.experiment_id == experiment_id).order_by(Run.id))
             return [
-                {"id": r.id, "host_key": r.host_key, "machine_id": r.machine_id, "status": r.status,
+                {"id": r.id, "command": r.command, "host_key": r.host_key, "machine_id": r.machine_id,
+                 "status": r.status,
                  "started_at": r.started_at,
                  "ended_at": r.ended_at, "host_facts": r.host_facts_json, "skipped": r.skipped_json}
                 for r in rows

@@ -4,6 +4,7 @@ resume, and bad input handling — through the real CLI in a subprocess."""
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -87,13 +88,35 @@ def test_this_machine_under_a_new_hostname_resumes_its_experiment_another_machin
     conn.close()
     renamed = ostune("run", "--app", "command", "--experiment", "here", "--trials", "1", "--db", f"sqlite:///{db}")
     assert renamed.returncode == 0, renamed.stderr
+    other_machine = "0123456789abcdef0123456789abcdef"
+    this_machine = Path("/etc/machine-id").read_text().strip()
+    this_key = query(db, "select host_key from runs order by id desc")[0][0]
+    assert this_key.startswith("local:") and this_key != "local:old-name"
     conn = sqlite3.connect(db)
-    with conn:
-        conn.execute("update runs set machine_id = '0123456789abcdef0123456789abcdef'")
+    with conn:  # the database was copied from another machine
+        conn.execute("update runs set machine_id = ?", (other_machine,))
     conn.close()
     elsewhere = ostune("run", "--app", "command", "--experiment", "here", "--trials", "1", "--db", f"sqlite:///{db}")
     assert elsewhere.returncode == 2, elsewhere.stderr
-    assert "--host local: experiment 'here' was tuned on local:old-name" in elsewhere.stderr
+    assert "--host local: experiment 'here' was tuned on local:old-name (machine id 0123456789ab…" in elsewhere.stderr
+    # a verify there from this machine does not make this machine the experiment's
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("update runs set command = 'verify', machine_id = ? where id = (select max(id) from runs)",
+                     (this_machine,))
+    conn.close()
+    still = ostune("run", "--app", "command", "--experiment", "here", "--trials", "1", "--db", f"sqlite:///{db}")
+    assert still.returncode == 2 and "was tuned on local:old-name" in still.stderr, still.stderr
+    # nor does the same hostname: a clone of that machine is another machine
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("update runs set host_key = ?, machine_id = ?", (this_key, other_machine))
+        conn.execute("update experiments set target_json = replace(target_json, '\"local:old-name\"', ?)",
+                     (json.dumps(this_key),))
+    conn.close()
+    clone = ostune("run", "--app", "command", "--experiment", "here", "--trials", "1", "--db", f"sqlite:///{db}")
+    assert clone.returncode == 2, clone.stderr
+    assert f"was tuned on {this_key} (machine id 0123456789ab…" in clone.stderr
     assert query(db, "select count(*) from trials") == [(2,)]
 
 

@@ -421,8 +421,10 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str | 
         parsed_tries = _tries(tries, space, store, name)
         host = make_host(options)
         if existing is not None:
-            refuse_other_host(existing, host.key, local_machine_ids=[
-                run["machine_id"] for run in store.runs_for(existing.id) if str(run["host_key"]).startswith("local:")])
+            stored_host = existing.target.get("host")
+            refuse_other_host(existing, host.key, tuning_machine_ids=[
+                run["machine_id"] for run in store.runs_for(existing.id)
+                if run["command"] == "run" and run["host_key"] == stored_host])
         target = {"app": "mysql" if app == "mariadb" else app, "host": host.key,
                   **{k: v for k, v in app_obj.describe().items() if k != "app"}, **workload.describe()}
         reporter = ConsoleReporter(out, interactive=_is_interactive() and not as_json, quiet=quiet,

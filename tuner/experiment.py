@@ -195,25 +195,30 @@ def refuse_other_app(existing: ExperimentRecord, app: str) -> None:
         raise BadInputError(f"experiment {existing.name!r} tunes app {existing.target.get('app')!r}, not {app!r}")
 
 
-def refuse_other_host(existing: ExperimentRecord, host_key: str, *, local_machine_ids: Sequence[str] = ()) -> None:
+def refuse_other_host(existing: ExperimentRecord, host_key: str, *, tuning_machine_ids: Sequence[str] = ()) -> None:
     """A resumed experiment is measured on the machine it was tuned on: trials of two machines in
     one model rank configurations by machine. (A QEMU guest is booted afresh for every run; what
     makes it another machine, its memory, vCPUs and image settings, is checked with the host
-    settings.) This machine under a new hostname is still this machine: `local_machine_ids`, the
-    machine ids of the experiment's earlier runs on their own machine, say so."""
+    settings.) For this machine the hostname in the key is not the last word: the machine ids of
+    the experiment's tuning runs (`tuning_machine_ids`, of runs on its stored host) tell this
+    machine under a new name (it goes on) from a clone or another machine with the same name."""
+    from tuner.factory import host_spec_for
     from tuner.ownership import ProcessIdentity
 
     stored = str(existing.target.get("host"))
-    if stored == host_key or (stored.startswith("qemu:") and host_key.startswith("qemu:")):
+    if stored.startswith("qemu:") and host_key.startswith("qemu:"):
         return
-    if (stored.startswith("local:") and host_key.startswith("local:")
-            and ProcessIdentity.current().machine_id in set(local_machine_ids) - {""}):
-        return
-    from tuner.factory import host_spec_for
-
-    raise BadInputError(f"--host {host_spec_for(host_key)}: experiment {existing.name!r} was tuned on {stored}; "
-                        "another machine makes its trials incomparable (use a new --experiment name, or leave "
-                        "--host out)")
+    refusal = (f"--host {host_spec_for(host_key)}: experiment {existing.name!r} was tuned on {stored}; another "
+               "machine makes its trials incomparable (use a new --experiment name, or leave --host out)")
+    if stored.startswith("local:") and host_key.startswith("local:"):
+        known, mine = set(tuning_machine_ids) - {""}, ProcessIdentity.current().machine_id
+        if known and mine:
+            if mine in known:
+                return
+            raise BadInputError(refusal.replace("; another machine", " (machine id "
+                                                f"{sorted(known)[0][:12]}…, this one {mine[:12]}…); another machine"))
+    if stored != host_key:
+        raise BadInputError(refusal)
 
 
 class ExperimentRunner:
