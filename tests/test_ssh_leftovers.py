@@ -446,3 +446,26 @@ def test_the_shell_of_a_dropped_connection_still_holding_the_lock_is_ended_and_t
             guest.run(["kill", "-CONT", str(stopped)], check=False)
         host.close()
     assert guest.run(["flock", "-n", LOCK_FILE, "true"], check=False).ok
+
+
+def test_a_lock_file_that_outlived_a_reboot_proves_nothing(guest: QemuHost, image: GuestImage) -> None:
+    """Where /run/lock is not a tmpfs the file still names this process after an unplanned reboot,
+    but every value the run applied was reset: the boot id the lock was taken under says so. (The
+    reboot is stood for by the boot id recorded at the take; rebooting the module's guest would
+    cost every later test its boot.)"""
+    host = guest_as_ssh_host(guest, image)
+    try:
+        lock = host.take_kernel_lock(command="run", database="x")
+        assert lock._boot_id == guest.read_text("/proc/sys/kernel/random/boot_id").strip()
+        lock._boot_id = "00000000-0000-0000-0000-000000000000"  # taken before the "reboot"
+        guest.run(["pkill", "-f", f"^sh -c .* sh {LOCK_FILE} "])
+        deadline = time.monotonic() + 30
+        while guest.run(["pgrep", "-f", f"^sh -c .* sh {LOCK_FILE} "], check=False).ok:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        said = lock.lost() or ""
+        assert said.endswith(f"{host.key} rebooted since, resetting what this run had applied"), said
+        assert guest.read_text(LOCK_FILE) == ""  # given back, for nobody to repair after
+    finally:
+        host.close()
+    assert guest.run(["flock", "-n", LOCK_FILE, "true"], check=False).ok

@@ -44,7 +44,7 @@ if [ $rc = 75 ]; then printf 'HELD %s\\n' "$(cat "$f")"; exit 75; fi
 if [ $rc != 0 ]; then exit $rc; fi
 printf 'PREVIOUS %s\\n' "$(cat "$f")"
 printf '%s' "$2" > "$f"
-echo "LOCKED $$"
+echo "LOCKED $$ $(cat /proc/sys/kernel/random/boot_id 2>/dev/null)"
 read -r line
 case "$line" in
   RELEASE) : > "$f" ;;
@@ -76,6 +76,7 @@ class RemoteKernelLock:
         self._log = log or (lambda _text: None)
         self._channel = None  # paramiko Channel of the holding shell
         self._holder_pid: int | None = None  # of the holding shell, on that machine
+        self._boot_id: str | None = None  # of that machine when the lock was taken
         self._doc: dict | None = None
         self._lost: str | None = None
         #: after acquire(): the description a holder that did not release it left, or None
@@ -99,7 +100,7 @@ class RemoteKernelLock:
         try:
             channel.settimeout(ANSWER_TIMEOUT_S)
             answer = lines.readline().rstrip("\n")
-            confirm, _, holder_pid = (lines.readline().strip() if answer.startswith("PREVIOUS") else "").partition(" ")
+            confirm, _, held_by = (lines.readline().strip() if answer.startswith("PREVIOUS") else "").partition(" ")
         except OSError as exc:  # socket.timeout included
             channel.close()
             raise HostError(f"no answer taking the kernel lock {self.path} on {self.host.key}: "
@@ -129,7 +130,9 @@ class RemoteKernelLock:
                             f"{confirm!r}")
         channel.settimeout(None)
         self._channel = channel
+        holder_pid, _, boot_id = held_by.partition(" ")
         self._holder_pid = int(holder_pid) if holder_pid.isdigit() else None
+        self._boot_id = boot_id or None
 
     def lost(self) -> str | None:
         """Why the lock is no longer held (the holding shell ended: the connection dropped, the
@@ -152,7 +155,7 @@ class RemoteKernelLock:
             self._channel = None
         if self._doc is None:
             return dropped
-        first_previous, orphan = self.previous, self._holder_pid
+        first_previous, orphan, boot_id = self.previous, self._holder_pid, self._boot_id
         try:
             for attempt in range(3):
                 try:
@@ -170,6 +173,11 @@ class RemoteKernelLock:
         except OstuneError as exc:
             return f"{dropped}, and taking it again failed: {str(exc).splitlines()[0]}"
         found, self.previous = self.previous, first_previous
+        if boot_id and self._boot_id and boot_id != self._boot_id:
+            # every value this run had applied was reset (and /run/lock with them, where it is a
+            # tmpfs): a lock file that survived a reboot proves nothing
+            self.release(restore=found if found != self._doc else None)
+            return f"{dropped}: {self.host.key} rebooted since, resetting what this run had applied"
         if found != self._doc:
             # somebody held it in between: what they changed may still be in the kernel, and what
             # they left for the next holder (their description) is put back for it
