@@ -107,7 +107,7 @@ def test_schedule_interleaves_every_configuration_once_per_round_in_varying_orde
 
 def test_configurations_that_differ_only_in_knobs_this_host_lacks_are_measured_once():
     from spaces.model import Parameter, Space
-    from tuner.verify import Contender, merge_identical
+    from tuner.verify import Contender, alias_lines, merge_identical
 
     space = Space((Parameter("vm.a", "sysctl", "int", low=0, high=10),
                    Parameter("kernel.sched_migration_cost_ns", "sysctl", "int", low=0, high=10**7)))
@@ -116,13 +116,12 @@ def test_configurations_that_differ_only_in_knobs_this_host_lacks_are_measured_o
     profile = Contender("profile:latency-performance", {"vm.a": 2, "kernel.sched_migration_cost_ns": 5000000}, 2)
     nothing = Contender("profile:network-latency", {"vm.a": 1, "kernel.sched_migration_cost_ns": 0}, 3)
     everything = {"vm.a", "kernel.sched_migration_cost_ns"}
-    kept, notes = merge_identical([baseline, recommended, profile, nothing], space, everything)
-    assert kept == [baseline, recommended, profile, nothing] and notes == []
+    kept, aliases = merge_identical([baseline, recommended, profile, nothing], space, everything)
+    assert kept == [baseline, recommended, profile, nothing] and aliases == []
     # the scheduler knob is skipped here (debugfs, kernel lockdown): the profile is the recommendation
-    kept, notes = merge_identical([baseline, recommended, profile, nothing], space, {"vm.a"})
+    kept, aliases = merge_identical([baseline, recommended, profile, nothing], space, {"vm.a"})
     assert [c.label for c in kept] == ["baseline", "recommended"]
-    assert notes == [
+    assert aliases == [(profile, recommended), (nothing, baseline)]
+    assert alias_lines(aliases)[0] == (
         "profile:latency-performance sets the same values as recommended on this host (its other knobs cannot be "
-        "set here): measured once, as recommended",
-        "profile:network-latency sets the same values as baseline on this host (its other knobs cannot be set "
-        "here): measured once, as baseline"]
+        "set here): measured once, as recommended, and reported under both names")

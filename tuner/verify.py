@@ -226,26 +226,32 @@ def contenders_for(store: ResultStore, experiment: ExperimentRecord, space: Spac
 
 
 def merge_identical(contenders: Sequence[Contender], space: Space,
-                    available: set[str]) -> tuple[list[Contender], list[str]]:
-    """The contenders that differ on this host, and a line for each one dropped: configurations
-    that differ only in knobs this host cannot set (a profile's skipped knob) are the same
-    configuration here, and measuring it twice under two names spends rounds on nothing and can
-    report it both established and not."""
+                    available: set[str]) -> tuple[list[Contender], list[tuple[Contender, Contender]]]:
+    """The contenders that differ on this host, and (dropped, same) pairs: configurations that
+    differ only in knobs this host cannot set (a profile's skipped knob) are one configuration
+    here, and measuring it twice under two names spends rounds on nothing and can report it both
+    established and not. A dropped one gets the measurements of its twin (alias_lines)."""
     from tuner.racing import config_key
 
     here = space.subset([p.name for p in space.parameters if p.name in available])
+
+    def key(cand: Contender) -> tuple:
+        return config_key(here, {k: v for k, v in cand.params.items() if k in available})
+
     kept: list[Contender] = []
-    notes: list[str] = []
+    aliases: list[tuple[Contender, Contender]] = []
     for cand in contenders:
-        key = config_key(here, {k: v for k, v in cand.params.items() if k in available})
-        same = next((k for k in kept if config_key(here, {n: v for n, v in k.params.items() if n in available}) == key),
-                    None)
+        same = next((k for k in kept if key(k) == key(cand)), None)
         if same is None:
             kept.append(cand)
         else:
-            notes.append(f"{cand.label} sets the same values as {same.label} on this host (its other knobs cannot be "
-                         f"set here): measured once, as {same.label}")
-    return kept, notes
+            aliases.append((cand, same))
+    return kept, aliases
+
+
+def alias_lines(aliases: Sequence[tuple[Contender, Contender]]) -> list[str]:
+    return [f"{dropped.label} sets the same values as {same.label} on this host (its other knobs cannot be set "
+            f"here): measured once, as {same.label}, and reported under both names" for dropped, same in aliases]
 
 
 class Verifier:
@@ -300,8 +306,8 @@ class Verifier:
             report = runner._probe()
             if report.skipped:
                 self.reporter.skipped(report.skipped)
-            contenders, merged = merge_identical(contenders, space, set(report.available))
-            for line in merged:
+            contenders, aliases = merge_identical(contenders, space, set(report.available))
+            for line in alias_lines(aliases):
                 self.reporter.message(line)
             if len(contenders) == 1:
                 raise NothingToVerify(f"experiment {experiment.name!r}: every configuration to verify sets the "
@@ -361,6 +367,9 @@ class Verifier:
                         cand.values.setdefault(m, []).append(values.get(m))
                     _add_samples(self.store, verification_id, r, position, label, cand.trial, values)
                     self.reporter.message(f"round {r} {label}: " + " ".join(f"{k}={v:.4g}" for k, v in values.items()))
+            for dropped, same in aliases:  # one configuration here: its twin's measurements are its own
+                dropped.values, dropped.errors = same.values, same.errors
+            contenders += [dropped for dropped, _same in aliases]
             results = self._results(contenders, metrics)
             _finish(self.store, verification_id, "finished", results)
             status = "finished"
