@@ -282,6 +282,7 @@ BAD_SPACE = "parameters:\n  vm.x: {kind: sysctl, type: int, range: [10, 1]}\n"
 
 @pytest.mark.parametrize("case", ["malformed", "range", "unknown_sysctl", "reuse_other_space", "db_dir",
                                   "db_driver", "no_command", "bad_host", "ssh_setting", "qemu_setting",
+                                  "qemu_internal", "qemu_args_text", "qemu_args_number",
                                   "setting_for_none", "setting_type", "workload_setting"])
 def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_path, space_file, case):
     db = tmp_path / "bad.db"
@@ -320,6 +321,13 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_pat
     elif case == "qemu_setting":
         # checked before the guest image is built (minutes)
         args = ["--space", str(space_file), "--experiment", "quad", "--host", "qemu", "--host-set", "memory=2048"]
+    elif case == "qemu_internal":
+        # booted the shared cached image itself, writing into it
+        args = ["--space", str(space_file), "--experiment", "quad", "--host", "qemu", "--host-set", "use_overlay=false"]
+    elif case in ("qemu_args_text", "qemu_args_number"):
+        value = "-nographic" if case == "qemu_args_text" else "5"
+        args = ["--space", str(space_file), "--experiment", "quad", "--host", "qemu", "--host-set",
+                f"extra_qemu_args={value}"]
     elif case == "setting_type":
         args = ["--space", str(space_file), "--experiment", "quad", "--host", "ssh://root@192.0.2.1",
                 "--host-set", "connect_timeout_s=soon"]
@@ -344,6 +352,11 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_database_unchanged(tmp_pat
         assert "--host-set key_file: not a setting of ssh hosts" in lines[0] and "key_path" in lines[0]
     if case == "qemu_setting":
         assert "--host-set memory: not a setting of qemu hosts" in lines[0] and "memory_mb" in lines[0]
+    if case == "qemu_internal":
+        assert "--host-set use_overlay: not a setting of qemu hosts" in lines[0] and "memory_mb" in lines[0]
+    if case in ("qemu_args_text", "qemu_args_number"):
+        assert "--host-set extra_qemu_args=" in lines[0] and "give a list of qemu arguments" in lines[0]
+        assert result.returncode == 2
     if case == "setting_type":
         assert "--host-set connect_timeout_s=soon: expected a number" in lines[0]
     if case == "workload_setting":

@@ -43,10 +43,13 @@ def make_host(options: TargetOptions) -> Host:
 
         return NoneHost()
     if spec == "qemu":
-        from targets.hosts.qemu import QemuHost
+        from targets.hosts.qemu import QemuHost, check_extra_qemu_args
         from targets.vm.factory import make_qemu_host
 
-        check_settings("--host-set", "qemu hosts", options.host_settings, make_qemu_host, QemuHost.__init__)
+        check_settings("--host-set", "qemu hosts", options.host_settings, make_qemu_host, QemuHost.__init__,
+                       internal=QEMU_INTERNAL_ARGUMENTS)
+        if "extra_qemu_args" in options.host_settings:  # before the image is built (minutes)
+            check_extra_qemu_args(options.host_settings["extra_qemu_args"])
         return make_qemu_host(**options.host_settings)
     if spec.startswith("ssh://"):
         from targets.hosts.ssh import SshHost
@@ -58,16 +61,21 @@ def make_host(options: TargetOptions) -> Host:
 
 #: constructor arguments that are not settings (given by other options, or internal)
 _NOT_SETTINGS = {"self", "url", "image", "progress", "command"}
+#: QemuHost arguments for ostune's own use: use_overlay=false boots the shared cached image
+#: itself and writes into it; workdir is the run's private directory (overlay, console log)
+QEMU_INTERNAL_ARGUMENTS = frozenset({"use_overlay", "workdir"})
 
 
-def check_settings(flag: str, what: str, settings: dict[str, Any], *constructors: Any) -> None:
+def check_settings(flag: str, what: str, settings: dict[str, Any], *constructors: Any,
+                   internal: frozenset[str] = frozenset()) -> None:
     """KEY=VALUE settings checked against the constructors they go to, before anything starts (a
     QEMU image build takes minutes): an unknown name is one line listing the valid ones, a value
     of the wrong kind (a word for a number) one line saying what is expected."""
     params: dict[str, inspect.Parameter] = {}
     for constructor in constructors:
         params.update({p.name: p for p in inspect.signature(constructor).parameters.values()
-                       if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in _NOT_SETTINGS})
+                       if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name not in _NOT_SETTINGS
+                       and p.name not in internal})
     unknown = sorted(set(settings) - set(params))
     if unknown:
         raise BadInputError(f"{flag} {unknown[0]}: not a setting of {what} (valid: {', '.join(sorted(params))})")

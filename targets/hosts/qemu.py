@@ -162,6 +162,15 @@ def kvm_usable() -> str | None:
     return None
 
 
+def check_extra_qemu_args(value: object) -> None:
+    """extra_qemu_args is a list of strings: a string was split into characters ("-: invalid
+    option"), a number crashed."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)) or \
+            not all(isinstance(arg, str) for arg in value):
+        raise BadInputError(f"--host-set extra_qemu_args={value!r}: give a list of qemu arguments, "
+                            "e.g. --host-set 'extra_qemu_args=[-rtc, base=utc]'")
+
+
 class QemuHost(RemoteHost):
     """A QEMU guest from a cached GuestImage; boot parameters applied by (re)booting it."""
 
@@ -191,6 +200,7 @@ class QemuHost(RemoteHost):
             raise BadInputError(f"unknown boot_mode {boot_mode!r}; valid: direct, disk")
         if boot_mode == "disk" and image.bootloader != "grub":
             raise BadInputError("boot_mode='disk' needs an image built with bootloader='grub'")
+        check_extra_qemu_args(extra_qemu_args)
         if memory_mb < 256 or vcpus < 1:
             raise BadInputError(f"memory_mb={memory_mb}, vcpus={vcpus}: need at least 256 MB and 1 vCPU")
         for path in (image.qcow2, image.kernel, image.initrd, image.ssh_key, image.known_hosts):
