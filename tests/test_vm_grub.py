@@ -6,14 +6,17 @@ a real machine would. Three TCG boots (~30-50 s each) plus, on a cold cache, the
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
+from storage.store import ResultStore
 from targets.hosts.qemu import QemuHost
-from targets.hosts.ssh import GRUB_DROPIN, SshHost
+from targets.hosts.ssh import GRUB_DROPIN, GrubBoot, SshHost
 from targets.vm.image import GuestImage
 from tests.conftest_vm import booted_guest, get_image, guest_as_ssh_host, progress
+from tests.helpers import ostune
 
 pytestmark = pytest.mark.vm
 
@@ -82,3 +85,34 @@ def test_ssh_host_applies_boot_tokens_via_grub_and_restores(grub_vm: QemuHost, g
         assert host.read_text("/run/lock/ostune-kernel.lock") == ""
     finally:
         host.close()
+
+
+def test_a_drop_in_left_by_a_killed_run_is_removed_and_the_host_rebooted_back(
+    grub_vm: QemuHost, grub_image: GuestImage, tmp_path: Path,
+) -> None:
+    """A run killed during a boot-parameter trial leaves its drop-in and the host booted with its
+    tokens; the next run took those for the host's own (its baseline) and "restored" into them."""
+    host = _ssh(grub_vm, grub_image)
+    try:
+        host.start()
+        host.grub._install(GrubBoot.dropin_text(TOKENS))  # what the killed run had written
+        host.grub.reboot()
+        assert all(t in host.cmdline_tokens() for t in TOKENS)
+    finally:
+        host.close()
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    ResultStore.open(db).close()
+    restored = ostune("restore", "--db", db, "--host", f"ssh://root@127.0.0.1:{grub_vm.port}",
+                      "--host-set", f"key_path={grub_image.ssh_key}", "--host-set",
+                      f"known_hosts_path={grub_image.known_hosts}", "--host-set",
+                      f"host_key_alias={grub_image.host_key_alias}", timeout_s=900)
+    assert restored.returncode == 0, restored.stderr + restored.stdout
+    said = " ".join((restored.stdout + restored.stderr).split())
+    assert f"removed {GRUB_DROPIN}, left by a dead ostune run, and rebooted ssh://root@127.0.0.1:{grub_vm.port}" in said, said
+    after = _ssh(grub_vm, grub_image)  # the guest's own connection died with its reboots
+    try:
+        after.start()
+        assert not after.exists(GRUB_DROPIN)
+        assert not any(t in after.cmdline_tokens() for t in TOKENS), after.cmdline_tokens()
+    finally:
+        after.close()

@@ -63,10 +63,15 @@ def recover_host(store: ResultStore, host: Host) -> RecoveryReport:
     servers and remove their work directories. Before a new run it matters twice: a probe would
     take the dead run's values for the host's own (a wrong baseline, then "restored" to them), and
     its server would load the host during the measurements."""
+    from targets.hosts.ssh import GRUB_DROPIN, SshHost
+
     if isinstance(host, LocalHost):
         return RecoveryReport()  # every command's `recover` already did this machine
     report = restore_remote(store, host)
     report.removed_workdirs = host.reap_stale_workdirs()
+    if isinstance(host, SshHost) and host.grub.remove_leftover():
+        report.restored.append(f"boot parameters: removed {GRUB_DROPIN}, left by a dead ostune run, and rebooted "
+                               f"{host.key} into its own kernel command line")
     return report
 
 

@@ -58,6 +58,12 @@ def _env_file_text(env: Mapping[str, str]) -> str:
     return "".join(lines)
 
 GRUB_DROPIN = "/etc/default/grub.d/99-ostune.cfg"
+#: the first words of every drop-in ostune writes
+DROPIN_MARK = "# Written by ostune"
+
+
+def is_ostune_dropin(text: str | None) -> bool:
+    return text is not None and text.startswith(DROPIN_MARK)
 
 
 def check_boot_tokens(tokens: Sequence[str]) -> tuple[str, ...]:
@@ -637,13 +643,29 @@ class GrubBoot:
                     f"{self.host.key} has no /etc/default/grub; boot parameters over SSH need a "
                     "GRUB-booted Debian/Ubuntu-style host (update-grub, /etc/default/grub.d)"
                 )
-            self._original = self._read_dropin()
+            current = self._read_dropin()
+            # ostune's own drop-in is never the host's state to put back: a dead run's leftover
+            self._original = None if is_ostune_dropin(current) else current
+
+    def remove_leftover(self) -> bool:
+        """Remove the drop-in of a run that died (kill -9) before putting it back, and reboot the
+        host into its own command line; True if there was one. Only under the machine's kernel
+        lock: then no live run's drop-in can be there. Before a run it matters as the journal
+        does for runtime values: the probe would take the dead run's boot values for the host's
+        own, measure them as the baseline and "restore" them at the end."""
+        if not is_ostune_dropin(self._read_dropin()):
+            return False
+        self._install(None)
+        self.reboot()
+        self._original = False
+        self.applied = None
+        return True
 
     @staticmethod
     def dropin_text(tokens: Sequence[str]) -> str:
         joined = " ".join(check_boot_tokens(tokens))
         return (
-            "# Written by ostune: extra kernel parameters for the trial being measured.\n"
+            f"{DROPIN_MARK}: extra kernel parameters for the trial being measured.\n"
             "# ostune restores the previous state at the end; to undo by hand delete this file\n"
             "# and run update-grub.\n"
             f'GRUB_CMDLINE_LINUX_DEFAULT="$GRUB_CMDLINE_LINUX_DEFAULT {joined}"\n'
