@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlsplit
 from targets.apps.base import App, Endpoint, Placeholder, config_overrides
 from targets.apps.managed import AddressInUse, ManagedServer, free_loopback_port, log_tail
 from targets.hosts.base import Host, SpawnedProcess
-from targets.workloads.sysbench import config_value_problem, mask_password
+from targets.workloads.sysbench import credentials_problem, mask_password
 from tuner.errors import AppError, BadInputError, HostError
 
 #: my.cnf keys ostune sets itself (paths, network, identity)
@@ -525,11 +525,10 @@ class ExternalMySQL(App):
         self._password = str(parts["password"])
         # sysbench takes them from its config file; refused now rather than after the connection
         # check passed, when every trial would fail with "Access denied"
-        for option, value, what in (("mysql-user", self._user, "user name"),
-                                    ("mysql-password", self._password, "password")):
-            problem = config_value_problem(option, value) if value else None
-            if problem:
-                raise BadInputError(f"--dsn: sysbench cannot take a {what} {problem}; choose another {what}")
+        refused = credentials_problem(self._user, self._password)
+        if refused:
+            what, problem = refused
+            raise BadInputError(f"--dsn: sysbench cannot take a {what} {problem}; choose another {what}")
         self._hostname = str(parts["host"])
         self._port = int(parts["port"])  # type: ignore[arg-type]
         self._database = str(parts["database"])

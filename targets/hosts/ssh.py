@@ -655,11 +655,16 @@ class GrubBoot:
         own, measure them as the baseline and "restore" them at the end."""
         if not is_ostune_dropin(self._read_dropin()):
             return False
-        self._install(None)
+        self._put_back(None)
+        return True
+
+    def _put_back(self, content: str | None) -> None:
+        """Install the drop-in state `content` (None: no drop-in), reboot into it, and forget
+        what was applied and recorded: the host is back to a state of its own."""
+        self._install(content)
         self.reboot()
         self._original = False
         self.applied = None
-        return True
 
     @staticmethod
     def dropin_text(tokens: Sequence[str]) -> str:
@@ -754,10 +759,7 @@ class GrubBoot:
             self._original = False
             self.applied = None
             return False
-        self._install(original)
-        self.reboot()
-        self._original = False
-        self.applied = None
+        self._put_back(original)
         return True
 
 

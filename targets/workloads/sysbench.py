@@ -262,6 +262,17 @@ def config_value_problem(option: str, value: str) -> str | None:
     return None
 
 
+def credentials_problem(user: str, password: str | None) -> tuple[str, str] | None:
+    """(what, problem) for the first of the user name and password that sysbench's config file
+    cannot carry (config_value_problem), or None: checked where a DSN is given and again where
+    the config file is written."""
+    for option, value, what in (("mysql-user", user, "user name"), ("mysql-password", password, "password")):
+        problem = config_value_problem(option, value) if value else None
+        if problem:
+            return what, problem
+    return None
+
+
 def config_line(option: str, value: str) -> str:
     """The --config-file line that gives sysbench ``value`` for ``option`` exactly (quoted: see
     :func:`config_value_problem`, which must have found no problem)."""
@@ -486,16 +497,15 @@ class SysbenchWorkload(Workload):
     def config_text(self, endpoint: Endpoint) -> str:
         """The --config-file that carries user and password (never argv, which ``ps`` shows)."""
         extra = endpoint.extra or {}
-        settings = [("mysql-user", str(extra.get("user", "sbtest")), "user name")]
-        if extra.get("password"):
-            settings.append(("mysql-password", str(extra["password"]), "password"))
-        lines = []
-        for option, value, what in settings:
-            problem = config_value_problem(option, value)
-            if problem:
-                # written anyway, sysbench would connect with another password and fail every run
-                raise BadInputError(f"sysbench cannot take a {what} {problem}")
-            lines.append(config_line(option, value))
+        user = str(extra.get("user", "sbtest"))
+        password = str(extra["password"]) if extra.get("password") else None
+        refused = credentials_problem(user, password)
+        if refused:
+            # written anyway, sysbench would connect with another password and fail every run
+            raise BadInputError(f"sysbench cannot take a {refused[0]} {refused[1]}")
+        lines = [config_line("mysql-user", user)]
+        if password:
+            lines.append(config_line("mysql-password", password))
         return "\n".join(lines) + "\n"
 
     def _sysbench(self, host: Host, endpoint: Endpoint, command: str, *, time_s: int | None = None):  # type: ignore[no-untyped-def]
