@@ -57,14 +57,32 @@ def test_a_resumed_vm_run_keeps_the_machine_it_measured():
     # another machine is: a guest of another size, or the default vCPU count changed
     with pytest.raises(BadInputError, match=r"--host-set memory_mb=4096: experiment 'e' was measured with memory_mb=2048"):
         resumed_options(TargetOptions(app="redis", host="qemu", host_settings={"memory_mb": 4096}), experiment)
-    with pytest.raises(BadInputError, match=r"--host-set vcpus=4: .* measured with the default vcpus"):
+    with pytest.raises(BadInputError, match=r"--host-set vcpus=4: .* measured with the default vcpus=2"):
         resumed_options(TargetOptions(app="redis", host="qemu", host_settings={"vcpus": 4}), experiment)
+    # the default given explicitly is the machine it measured (vcpus 2, accel auto, direct boot)
+    same = resumed_options(TargetOptions(app="redis", host="qemu", host_settings={"vcpus": 2, "accel": "auto"}),
+                           experiment)
+    assert same.host_settings == {"memory_mb": 2048, "vcpus": 2, "accel": "auto"}
     # an SSH host's settings only say how to reach it: a new key file replaces the stored one
     remote = _experiment({"app": "redis", "host": "ssh://root@h:22"},
                          {"workload": {}, "app_settings": {}, "host_settings": {"key_path": "/old"}})
     moved = resumed_options(TargetOptions(app="redis", host="ssh://root@h:22", host_settings={"key_path": "/new"}),
                             remote)
     assert moved.host_settings == {"key_path": "/new"}
+
+
+def test_a_setting_given_as_its_default_is_what_an_experiment_that_left_it_out_measured():
+    experiment = _experiment({"app": "command", "host": "none", "command": "x"},
+                             {"workload": {}, "app_settings": {}, "host_settings": {}})
+    given = resumed_options(TargetOptions(app="command", host="none", workload={"timeout_s": 600}), experiment)
+    assert given.workload == {"timeout_s": 600}
+    with pytest.raises(BadInputError, match=r"timeout_s=601: .* measured with the default timeout_s=600.0;"):
+        resumed_options(TargetOptions(app="command", host="none", workload={"timeout_s": 601}), experiment)
+    # a bool setting is not matched by a number that Python calls equal (False == 0)
+    with pytest.raises(BadInputError, match=r"warmup=0: .* measured with the default warmup=false;"):
+        resumed_options(TargetOptions(app="command", host="none", workload={"warmup": 0}), experiment)
+    redis = _experiment({"app": "redis", "host": "local:x"}, {"workload": {}, "app_settings": {}})
+    assert resumed_options(TargetOptions(app="redis", workload={"pipeline": 1}), redis).workload == {"pipeline": 1}
 
 
 def test_a_resumed_vm_run_with_another_machine_is_refused_before_anything_runs(tmp_path):

@@ -95,6 +95,44 @@ def check_settings(flag: str, what: str, settings: dict[str, Any], *constructors
             raise BadInputError(f"{flag} {name}={value}: a timeout must be longer than zero")
 
 
+def setting_defaults(app: str, host_spec: str) -> dict[str, dict[str, Any]]:
+    """What leaving a setting out means, by flag (--set, --app-set, --host-set): the defaults of
+    the constructors the settings go to. An experiment that left a setting out was measured with
+    its default, so a resumed run that gives the default explicitly changes nothing."""
+    workload: list[Any] = []
+    application: list[Any] = []
+    machine: list[Any] = []
+    if app == "command":
+        from targets.workloads.command import CommandWorkload
+
+        workload = [CommandWorkload.__init__]
+    elif app == "redis":
+        from targets.apps.redis import RedisApp
+        from targets.workloads.redis_benchmark import RedisBenchmarkWorkload
+
+        workload, application = [RedisBenchmarkWorkload.__init__], [RedisApp.__init__]
+    elif app in ("mariadb", "mysql"):
+        from targets.apps.mariadb import MariaDBApp
+        from targets.workloads.sysbench import SysbenchWorkload
+
+        workload, application = [SysbenchWorkload.__init__], [MariaDBApp.__init__]
+    if host_spec == "qemu":
+        from targets.hosts.qemu import QemuHost
+        from targets.vm.factory import make_qemu_host
+
+        machine = [make_qemu_host, QemuHost.__init__]
+    return {"--set": _defaults(workload), "--app-set": _defaults(application), "--host-set": _defaults(machine)}
+
+
+def _defaults(constructors: list[Any]) -> dict[str, Any]:
+    defaults: dict[str, Any] = {}
+    for constructor in constructors:
+        for p in inspect.signature(constructor).parameters.values():
+            if p.default is not p.empty and p.name not in _NOT_SETTINGS:
+                defaults.setdefault(p.name, p.default)
+    return defaults
+
+
 def _scalar_type(param: inspect.Parameter) -> type | None:
     """bool, int or float when the constructor wants one (by its annotation, else its default)."""
     annotation = str(param.annotation).split("|")[0].strip()

@@ -38,19 +38,22 @@ def settings_to_store(*, workload: Mapping[str, Any], app_settings: Mapping[str,
 
 
 def reuse_measured(stored: Mapping[str, Any] | None, given: Mapping[str, Any], *, what: str,
-                   experiment: str) -> dict[str, Any]:
+                   experiment: str, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Settings for a resumed run: the stored ones plus what is given, when what is given does not
     change the set-up. `stored` None: an experiment from before settings of this kind were
-    stored; nothing is known, the given ones are used as they are."""
+    stored; nothing is known, the given ones are used as they are. A setting the experiment left
+    out was measured with its default (`defaults`): giving that value changes nothing."""
     if stored is None:
         return dict(given)
     for key, value in given.items():
         if key in SECRET_SETTINGS:
             continue
+        if key not in stored and defaults is not None and key in defaults and _same_value(defaults[key], value):
+            continue
         if key not in stored:
             raise BadInputError(
                 f"{what} {key}={_shown(value)}: experiment {experiment!r} was measured with the default "
-                f"{key}; another set-up makes its trials incomparable (use a new --experiment name, "
+                f"{key}{'=' + _shown(defaults[key]) if defaults and key in defaults else ''}; another set-up makes its trials incomparable (use a new --experiment name, "
                 f"or leave {key} out)")
         if stored[key] != value:
             raise BadInputError(
@@ -68,14 +71,20 @@ def reuse_host(stored: Mapping[str, Any] | None, given: Mapping[str, Any], *, sa
 
 
 def reuse_resumed_host(stored: Mapping[str, Any] | None, given: Mapping[str, Any], *, same_host: bool,
-                       machine_settings: frozenset[str], experiment: str) -> dict[str, Any]:
+                       machine_settings: frozenset[str], experiment: str,
+                       defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A resumed run's host settings: as reuse_host, but a setting that changes the machine
     measured must match the stored one (or its default, when none was stored)."""
     if stored is not None and same_host:
         reuse_measured({k: v for k, v in stored.items() if k in machine_settings},
                        {k: v for k, v in given.items() if k in machine_settings},
-                       what="--host-set", experiment=experiment)
+                       what="--host-set", experiment=experiment, defaults=defaults)
     return reuse_host(stored, given, same_host=same_host)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal, and both or neither a bool (True == 1 in Python, not in a setting)."""
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
 def _shown(value: Any) -> str:
@@ -91,7 +100,7 @@ def resumed_options(options: "TargetOptions", experiment: "ExperimentRecord", *,
     server is part of the set-up: an experiment tuned on ostune's own server is not continued on
     an external one, nor the other way round (the DSN from OSTUNE_DSN is not given for this
     experiment in particular, so it is only left unused where it does not apply)."""
-    from tuner.factory import TargetOptions, host_spec_for
+    from tuner.factory import TargetOptions, host_spec_for, setting_defaults
 
     target = experiment.target
     if {"mariadb": "mysql"}.get(options.app, options.app) != target.get("app"):
@@ -102,17 +111,18 @@ def resumed_options(options: "TargetOptions", experiment: "ExperimentRecord", *,
     if target.get("app") == "mysql":
         given_app_settings = _with_experiments_server(given_app_settings, experiment,
                                                       dsn_from_environment=dsn_from_environment, command="run")
+    defaults = setting_defaults(options.app, options.host)
     return TargetOptions(
         # the command workload's command is its whole set-up: reused when left out (a different
         # one is refused by resolve_experiment)
         app=options.app, command=options.command or target.get("command"), host=options.host,
         workload=reuse_measured(settings.get("workload"), options.workload, what="workload setting",
-                                experiment=experiment.name),
+                                experiment=experiment.name, defaults=defaults["--set"]),
         app_settings=reuse_measured(_stored_app_settings(experiment), given_app_settings, what="--app-set",
-                                    experiment=experiment.name),
+                                    experiment=experiment.name, defaults=defaults["--app-set"]),
         host_settings=reuse_resumed_host(settings.get("host_settings"), options.host_settings, same_host=same_host,
                                          machine_settings=_machine_settings(options.host),
-                                         experiment=experiment.name),
+                                         experiment=experiment.name, defaults=defaults["--host-set"]),
     )
 
 
@@ -139,7 +149,7 @@ def verify_options(experiment: "ExperimentRecord", *, host_spec: str | None, hos
     """`ostune verify`: re-measure under the experiment's stored set-up, on its host unless told
     otherwise. An external MySQL server is reached with its DSN given again (never stored), and
     only if it is the server the experiment tuned."""
-    from tuner.factory import TargetOptions, host_spec_for
+    from tuner.factory import TargetOptions, host_spec_for, setting_defaults
 
     target = experiment.target
     app = {"mysql": "mariadb"}.get(str(target.get("app")), str(target.get("app")))
