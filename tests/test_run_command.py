@@ -189,6 +189,22 @@ def test_json_summary_matches_the_database(tmp_path, space_file):
     assert summary["baseline"]["params"]["x.a"] == 5
 
 
+def test_json_output_is_a_document_with_the_error_when_a_command_fails(tmp_path, space_file):
+    """A script piping --json into a parser gets one document on stdout whatever happened (before:
+    nothing at all on exit 2, 3, 4 or 130), and the error line stays on stderr."""
+    db = tmp_path / "j.db"
+    refused = run_quadratic(space_file, db, 3, "--json", "--set", "no_such_setting=1")
+    assert refused.returncode == 2
+    doc = json.loads(refused.stdout)
+    assert doc["exit_code"] == 2 and doc["error"].startswith("--set no_such_setting: not a setting of"), doc
+    assert refused.stderr.strip() == f"error: {doc['error']}"
+    assert run_quadratic(space_file, db, 2).returncode == 0
+    missing = ostune("best", "nope", "--db", f"sqlite:///{db}", "--json")
+    assert missing.returncode == 2 and json.loads(missing.stdout)["error"].startswith("no experiment named 'nope'")
+    # without --json nothing is printed on stdout
+    assert ostune("best", "nope", "--db", f"sqlite:///{db}").stdout == ""
+
+
 def test_failed_trials_are_stored_with_their_error_and_the_run_goes_on(tmp_path):
     space = tmp_path / "s.yaml"
     space.write_text("parameters:\n  x.a: {kind: sysctl, type: int, range: [0, 10], default: 5}\n")

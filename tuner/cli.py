@@ -17,7 +17,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import click
 from rich.console import Console
@@ -38,27 +38,32 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def failed(message: str, code: int) -> NoReturn:
+            if kwargs.get("as_json"):
+                # a script reading --json output gets a document whatever happened, not empty input
+                click.echo(json.dumps({"error": message, "exit_code": code}))
+            sys.exit(code)
+
         try:
             return fn(*args, **kwargs)
         except OstuneError as exc:
             # escaped: a message is text, and "pip install 'ostune[report]'" lost its [report]
             # to rich's markup parser
             _stderr().print(f"[red]error:[/red] {escape(str(exc))}", markup=True, soft_wrap=True)
-            sys.exit(exc.exit_code)
+            failed(str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            _stderr().print("interrupted: the host was restored; a running trial or verification is marked aborted",
-                            soft_wrap=True)  # one line, whatever the width (cron mail, journals)
-            sys.exit(EXIT_INTERRUPTED)
+            message = "interrupted: the host was restored; a running trial or verification is marked aborted"
+            _stderr().print(message, soft_wrap=True)  # one line, whatever the width (cron mail, journals)
+            failed(message, EXIT_INTERRUPTED)
         except click.exceptions.Exit:
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
             if os.environ.get("OSTUNE_DEBUG"):
                 raise
-            _stderr().print(
-                f"[red]internal error:[/red] {exc.__class__.__name__}: {escape(str(exc))} "
-                "(rerun with OSTUNE_DEBUG=1 for the traceback)", soft_wrap=True,
-            )
-            sys.exit(EXIT_INTERNAL)
+            message = f"internal error: {exc.__class__.__name__}: {exc} (rerun with OSTUNE_DEBUG=1 for the traceback)"
+            _stderr().print(f"[red]internal error:[/red]{escape(message.removeprefix('internal error:'))}",
+                            soft_wrap=True)
+            failed(message, EXIT_INTERNAL)
 
     return wrapper
 
