@@ -149,7 +149,7 @@ def verify_options(experiment: "ExperimentRecord", *, host_spec: str | None, hos
     """`ostune verify`: re-measure under the experiment's stored set-up, on its host unless told
     otherwise. An external MySQL server is reached with its DSN given again (never stored), and
     only if it is the server the experiment tuned."""
-    from tuner.factory import TargetOptions, host_spec_for, setting_defaults
+    from tuner.factory import TargetOptions, host_spec_for
 
     target = experiment.target
     app = {"mysql": "mariadb"}.get(str(target.get("app")), str(target.get("app")))
