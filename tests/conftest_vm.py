@@ -72,4 +72,4 @@ def guest_as_ssh_host(vm: QemuHost, image: GuestImage, **options: Any) -> SshHos
     """The running guest reached the way a real remote machine is: SshHost, its key pinned."""
     return SshHost(f"ssh://root@127.0.0.1:{vm.port}", key_path=str(image.ssh_key),
                    known_hosts_path=str(image.known_hosts), host_key_alias=image.host_key_alias,
-                   connect_timeout_s=20, **options)
+                   **{"connect_timeout_s": 20, **options})

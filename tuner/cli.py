@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import signal
 import sys
@@ -105,7 +106,7 @@ def open_store(db: str, *, create: bool = True, console: Console | None = None,
     mount) is read as it is, without the repair (which writes)."""
     from storage.database import sqlite_read_only_reason
     from storage.store import ResultStore
-    from tuner.recovery import dead_runs, recover
+    from tuner.recovery import dead_runs, recover, remote_restore_hint
 
     read_only_reason = sqlite_read_only_reason(db) if readable else None
     if read_only_reason:
@@ -133,8 +134,7 @@ def open_store(db: str, *, create: bool = True, console: Console | None = None,
             out.print(f"run {run_id} died leaving values changed on this machine; they are put back once {escape(holder)} "
                       "is done (by the next ostune command)", highlight=False)
         for host_key, count in report.remote_pending.items():
-            out.print(f"{count} value(s) on {host_key} still need restoring: run `ostune restore --host {host_key}` "
-                      "(a run or verify on that host does it first)")
+            out.print(remote_restore_hint(host_key, count), highlight=False)
     return store
 
 
@@ -250,6 +250,9 @@ class _OneLineErrors(click.Group):
 @click.version_option(package_name="ostune")
 def main() -> None:
     """ostune: find the kernel parameters that make one application fastest."""
+    # paramiko logs a lost connection with its traceback (through logging's last-resort handler,
+    # to stderr) before raising what ostune turns into one line
+    logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 #: settings taken as raw text, never YAML-parsed (a DSN's password may hold ' #', ': ', '%', ...)
@@ -730,6 +733,8 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
         out.print(f"restored {len(verifier.restored)} kernel value(s): {escape(names)}", highlight=False)
     for line in verifier.restore_failures:
         out.print(f"restore failed: {escape(line)}", highlight=False)
+    if verifier.restore_hint:
+        out.print(escape(verifier.restore_hint), highlight=False)
     if as_json:
         click.echo(json.dumps({"verification": report.verification_id, "schedule": report.schedule,
                                "results": report.results}, default=str))

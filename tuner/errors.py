@@ -35,6 +35,11 @@ class HostError(OstuneError):
     exit_code = 4
 
 
+class HostUnreachableError(HostError):
+    """The connection to a host was lost or cannot be made (it froze, rebooted, left the
+    network): says nothing about the configuration being measured."""
+
+
 class KnobUnavailableError(HostError):
     """A parameter does not exist or is not readable/writable on this host."""
 

@@ -14,13 +14,13 @@ from storage.store import ExperimentRecord, ResultStore, TrialRecord
 from targets.apps.base import App, Endpoint
 from targets.hosts.base import Host
 from targets.workloads.base import Workload
-from tuner.errors import (AppError, BadInputError, HostError, ObjectiveNotReported, OstuneError, WorkloadError,
-                          WrongObjectiveError)
+from tuner.errors import (AppError, BadInputError, HostError, HostUnreachableError, ObjectiveNotReported,
+                          OstuneError, WorkloadError, WrongObjectiveError)
 from tuner.host_state import HostState, ProbeReport, probe
 from tuner.measure import aggregate, measure_repetitions
 from tuner.optimizer import Observation, Proposal, propose
 from tuner.ownership import ProcessIdentity
-from tuner.recovery import recover_before_use
+from tuner.recovery import recover_before_use, remote_restore_hint
 
 
 @dataclass
@@ -59,6 +59,8 @@ class RunSummary:
     stop_reason: str = ""
     restored: list[str] = field(default_factory=list)
     restore_failures: list[str] = field(default_factory=list)
+    #: how to put back what could not be restored (a remote host that stopped answering), or ""
+    restore_hint: str = ""
     skipped: dict[str, str] = field(default_factory=dict)
     #: why the run's trials cannot succeed whatever their configuration (see broken_setup), or None
     broken_setup: str | None = None
@@ -429,6 +431,19 @@ class ExperimentRunner:
                                        self.settings.repetitions)
             result = aggregate(reps, experiment.objective)
             broken = self._broken_guards(source, result.metrics, earlier)
+        except HostUnreachableError as exc:
+            # the connection, not the configuration: nothing for the model to learn from
+            self._current_trial = None
+            finished = self.store.finish_trial(trial.id, status="aborted", error=f"host unreachable: {exc}",
+                                               rebooted=rebooted)
+            self._app_stale = True
+            # the run goes on only if the host answers again (a dropped connection, reconnected);
+            # one that stays gone stops it here, its values left for the next run to put back
+            again = self.host.unreachable_again()
+            if again is not None:
+                raise HostUnreachableError(f"{exc}; trial {trial.number} aborted, and the host does not answer "
+                                           f"again ({again})") from None
+            self.reporter.message(f"trial {trial.number} aborted ({exc}); the host answers again, going on")
         except (HostError, AppError, WorkloadError) as exc:
             context = self.app.failure_context() if isinstance(exc, AppError) else getattr(exc, "console_tail", "")
             error = str(exc) + (f"\n{context}" if context else "")
@@ -491,6 +506,10 @@ class ExperimentRunner:
             self.reporter.message(f"stopping {self.app.name} failed: {exc}")
         if self.state is not None:
             summary.restore_failures = self.state.restore(summary.restored.append)
+            if summary.restore_failures and self.host.key.startswith("ssh://"):
+                # this machine's are put back by the next ostune command, a QEMU guest's died with
+                # its overlay; an SSH host's only by a command that reaches it
+                summary.restore_hint = remote_restore_hint(self.host.key, len(summary.restore_failures))
         try:
             self.host.close()
         except OstuneError as exc:

@@ -10,7 +10,7 @@ from spaces.model import Parameter, Space, Value, boot_tokens, values_equal
 from storage.store import JournalRecord, ResultStore
 from targets.hosts.base import Host
 from targets.knobs import Availability, BootKnobs, family_for, parse_knob_text
-from tuner.errors import ApplyError, HostError, KnobUnavailableError
+from tuner.errors import ApplyError, HostError, HostUnreachableError, KnobUnavailableError
 
 
 @dataclass
@@ -223,20 +223,30 @@ def restore_entries(
         store.mark_restored(entry.id, error=message)
         failures.append(message)
 
-    written = []
-    for entry in reversed(entries):
+    gone: list[HostUnreachableError] = []  # once the host is gone, the rest is not tried
+
+    def attempt(entry: JournalRecord, action: Callable[[], None]) -> bool:
         try:
+            if gone:
+                raise gone[0]
+            action()
+        except HostUnreachableError as exc:
+            gone[:1] = [exc]
+            failed(entry, exc)
+            return False
+        except (HostError, OSError) as exc:
+            failed(entry, exc)
+            return False
+        return True
+
+    written = [entry for entry in reversed(entries) if attempt(entry, lambda e=entry: _write_back(host, e))]
+
+    def check_again(entry: JournalRecord) -> None:
+        if not _same(parse_knob_text(host.read_text(entry.path)), entry.original):
             _write_back(host, entry)
-        except (HostError, OSError) as exc:
-            failed(entry, exc)
-            continue
-        written.append(entry)
+
     for entry in written:
-        try:
-            if not _same(parse_knob_text(host.read_text(entry.path)), entry.original):
-                _write_back(host, entry)
-        except (HostError, OSError) as exc:
-            failed(entry, exc)
+        if not attempt(entry, lambda e=entry: check_again(e)):
             continue
         store.mark_restored(entry.id)
         if log:

@@ -111,6 +111,8 @@ class ConsoleReporter:
             self.console.print(f"[red]restore failed:[/red] {escape(line)}")
             if self.log_file is not None:
                 self.log_file.print(f"restore failed: {line}", markup=False)
+        if summary.restore_hint:
+            self._log(summary.restore_hint, always=True)
         if summary.best is not None and summary.best.objective is not None:
             change = summary.improvement
             vs = f" ({change:+.1%} vs baseline)" if change is not None else ""

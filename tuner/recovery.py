@@ -15,6 +15,12 @@ from tuner.host_state import restore_entries
 from tuner.ownership import owner_is_alive
 
 
+def remote_restore_hint(host_key: str, count: int) -> str:
+    """What to do about values left changed on a host this process could not reach."""
+    return (f"{count} value(s) on {host_key} still need restoring: run `ostune restore --host {host_key}` "
+            "(a run or verify on that host does it first)")
+
+
 @dataclass
 class RecoveryReport:
     restored: list[str] = field(default_factory=list)

@@ -33,7 +33,7 @@ from sqlalchemy import select, update
 from spaces.model import Space, Value
 from storage.models import Verification, VerificationResult, VerificationSample, utcnow
 from storage.store import ExperimentRecord, ResultStore
-from tuner.errors import AppError, BadInputError, HostError, LockHeldError, WorkloadError
+from tuner.errors import AppError, BadInputError, HostError, HostUnreachableError, LockHeldError, WorkloadError
 
 RESAMPLES = 10_000
 LEVEL = 0.95
@@ -272,6 +272,10 @@ class Verifier:
         #: why the host's locks are no longer held (HostLocks.check), asked before every round:
         #: measuring on would measure under another process's changes
         self.lock_lost: Callable[[], str | None] = lambda: None
+        #: what the cleanup put back, could not put back, and how to put that back
+        self.restored: list[str] = []
+        self.restore_failures: list[str] = []
+        self.restore_hint = ""
 
     def run(self) -> VerifyReport:
         from tuner.experiment import ExperimentRunner, RunSettings, RunSummary
@@ -357,6 +361,10 @@ class Verifier:
                                                    self.repetitions)
                         result = aggregate(reps, experiment.objective)
                     except (HostError, AppError, WorkloadError) as exc:
+                        again = self.host.unreachable_again() if isinstance(exc, HostUnreachableError) else None
+                        if again is not None:
+                            raise HostUnreachableError(f"{exc}; verification stopped in round {r}, and the host "
+                                                       f"does not answer again ({again})") from None
                         cand.errors.append(f"round {r}: {exc}")
                         for m in metrics:
                             cand.values.setdefault(m, []).append(None)
@@ -385,6 +393,12 @@ class Verifier:
             if run_id is not None:
                 self.store.end_run(run_id, status)
             self.restored, self.restore_failures = summary.restored, summary.restore_failures
+            self.restore_hint = summary.restore_hint
+            if status != "finished":  # the CLI reports a finished verification's restore
+                for line in summary.restore_failures:
+                    self.reporter.message(f"restore failed: {line}")
+                if summary.restore_hint:
+                    self.reporter.message(summary.restore_hint)
 
     def _results(self, contenders: list[Contender], metrics: list[str]) -> list[dict[str, Any]]:
         baseline = contenders[0]

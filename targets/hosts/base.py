@@ -92,6 +92,17 @@ class Host(abc.ABC):
     def close(self) -> None:
         """Release connections and stop anything the host itself started (VMs)."""
 
+    def unreachable_again(self) -> Exception | None:
+        """After a HostUnreachableError: None once a trivial command works again (a dropped
+        connection reconnects), else the error saying why it does not."""
+        from tuner.errors import HostUnreachableError
+
+        try:
+            self.run(["true"], timeout_s=60, check=False)
+        except HostUnreachableError as exc:
+            return exc
+        return None
+
     # -- primitives -------------------------------------------------------------------------
     @abc.abstractmethod
     def run(

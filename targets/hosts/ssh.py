@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
 from targets.hosts.remote_lock import RemoteKernelLock
 from targets.hosts.workdir_records import WORKDIR_OWNER_FILE, WORKDIR_PROCESSES_FILE, owner_record, parse_listing
-from tuner.errors import ApplyError, BadInputError, HostError, KnobUnavailableError
+from tuner.errors import ApplyError, BadInputError, HostError, HostUnreachableError, KnobUnavailableError
 from tuner.ownership import ProcessIdentity
 
 #: characters allowed in one kernel command-line token we pass on (QEMU -append, GRUB drop-in)
@@ -89,6 +89,17 @@ def _workdir_root(parent: str | None) -> str:
     return parent.rstrip("/")
 
 
+#: a command given no timeout of its own still ends after this long: on a host that froze (its
+#: kernel hung, its VM paused) nothing else would ever end it
+DEFAULT_COMMAND_TIMEOUT_S = 3600.0
+#: SSH keepalive interval: NAT and firewalls drop a connection idle for a long trial otherwise
+KEEPALIVE_S = 15
+#: an SFTP request (staging a command's private files) unanswered for this long: the host is gone
+SFTP_TIMEOUT_S = 60.0
+#: a staging directory this old is a leftover (see RemoteHost._reap_stale_staging)
+STALE_STAGING_S = 24 * 3600.0
+
+
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else ""
@@ -122,6 +133,7 @@ class SshSession:
         self.use_ssh_config = use_ssh_config
         self.connect_timeout_s = connect_timeout_s
         self._conn = None  # fabric.Connection
+        self._sftp_ready = False  # its SFTP channel's timeout set
 
     @property
     def label(self) -> str:
@@ -204,11 +216,37 @@ class SshSession:
                     f"host key of {self.label} is unknown; add it to known_hosts (ssh-keyscan) "
                     "or pass accept_unknown_host_key=True"
                 ) from exc
-            raise HostError(f"SSH to {self.label} failed: {exc or type(exc).__name__}") from exc
+            if isinstance(exc, paramiko.AuthenticationException) and "timeout" not in str(exc).lower():
+                # refused credentials; an unanswered login ("Authentication timeout.") is a host
+                # too busy or gone to answer
+                raise HostError(f"SSH to {self.label} failed: {exc or type(exc).__name__}") from exc
+            raise HostUnreachableError(f"SSH to {self.label} failed: {exc or type(exc).__name__}") from exc
         except (OSError, EOFError, socket.timeout) as exc:
             conn.close()
-            raise HostError(f"cannot connect to {self.label}: {exc or type(exc).__name__}") from exc
+            raise HostUnreachableError(f"cannot connect to {self.label}: {exc or type(exc).__name__}") from exc
+        transport = conn.client.get_transport()
+        if transport is not None:
+            # paramiko waits an hour for a new channel by default, and every command opens one:
+            # a frozen host would hold each command that long
+            transport.channel_timeout = self.channel_timeout_s
+            transport.set_keepalive(KEEPALIVE_S)
         self._conn = conn
+        self._sftp_ready = False
+
+    @property
+    def channel_timeout_s(self) -> float:
+        """How long a new channel (every command opens one) may take before the host counts as
+        gone: three connect timeouts, as a loaded host can be slow to answer."""
+        return 3 * self.connect_timeout_s
+
+    def _sftp(self):  # type: ignore[no-untyped-def]
+        """The connection's SFTP client, whose requests time out (paramiko's wait forever)."""
+        assert self._conn is not None
+        sftp = self._conn.sftp()
+        if not self._sftp_ready:
+            sftp.get_channel().settimeout(SFTP_TIMEOUT_S)
+            self._sftp_ready = True
+        return sftp
 
     def close(self) -> None:
         if self._conn is not None:
@@ -224,16 +262,9 @@ class SshSession:
 
         Made over SFTP, not by a command, so the contents are never on a command line; the
         random name is created exclusively, so nobody can have prepared it or a file in it."""
-        import paramiko
-
         self.open()
-        assert self._conn is not None
         path = f"{_STAGING_ROOT}/ostune-private-{uuid.uuid4().hex}"
-        try:
-            self._conn.sftp().mkdir(path, 0o700)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise HostError(f"cannot make a private directory in {_STAGING_ROOT} on {self.label}: "
-                            f"{exc or type(exc).__name__}") from exc
+        self._sftp_do(f"make a private directory in {_STAGING_ROOT}", lambda sftp: sftp.mkdir(path, 0o700))
         try:
             for name, text in files.items():
                 self._upload(f"{path}/{name}", text)
@@ -243,15 +274,30 @@ class SshSession:
         return path
 
     def _upload(self, path: str, text: str) -> None:
+        def upload(sftp) -> None:  # type: ignore[no-untyped-def]
+            with sftp.open(path, "wx") as handle:
+                handle.chmod(0o600)  # before the first byte: the server's umask may leave it 0644
+                handle.write(text.encode())
+
+        self._sftp_do(f"upload {path}", upload)
+
+    def _sftp_do(self, what: str, action: Callable[[object], None]) -> None:
+        """`action(sftp_client)`; an unanswered request or a dropped connection is the host gone
+        (HostUnreachableError), anything else the operation refused (HostError)."""
         import paramiko
 
         assert self._conn is not None
         try:
-            with self._conn.sftp().open(path, "wx") as handle:
-                handle.chmod(0o600)  # before the first byte: the server's umask may leave it 0644
-                handle.write(text.encode())
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise HostError(f"cannot upload {path} to {self.label}: {exc or type(exc).__name__}") from exc
+            action(self._sftp())
+        except socket.timeout as exc:
+            self.close()
+            raise HostUnreachableError(f"{self.label} did not answer an SFTP request within {SFTP_TIMEOUT_S:g} s "
+                                       f"(trying to {what})") from exc
+        except (paramiko.SSHException, EOFError) as exc:
+            self.close()
+            raise HostUnreachableError(f"lost SSH connection to {self.label}: {exc or type(exc).__name__}") from exc
+        except OSError as exc:
+            raise HostError(f"cannot {what} on {self.label}: {exc or type(exc).__name__}") from exc
 
     def _discard(self, staged: str) -> None:
         """Remove a staged directory that its command line will not remove (it never ran, or was
@@ -307,6 +353,7 @@ class SshSession:
             raise
         if staged is not None:
             command = f"{{ {command} ; }}{redirect}; rc=$?; rm -rf -- {shlex.quote(staged)}; exit $rc"
+        limit_s = timeout_s if timeout_s is not None else DEFAULT_COMMAND_TIMEOUT_S
         try:
             result = self._conn.run(
                 command,
@@ -314,19 +361,37 @@ class SshSession:
                 warn=True,
                 pty=False,
                 in_stream=False,
-                timeout=timeout_s,
+                timeout=limit_s,
             )
         except CommandTimedOut as exc:
+            if not self._answers():
+                self.close()
+                raise HostUnreachableError(f"{self.label} stopped answering: a command ran past its "
+                                           f"{limit_s:g} s and no new channel opens ({shown})") from exc
             if staged is not None:
                 # the command may go on running: its stdin stays readable through the open
                 # descriptor, and its environment was read and unlinked when it started
                 self._discard(staged)
-            raise HostError(f"command on {self.label} timed out after {timeout_s} s: {shown}") from exc
+            raise HostError(f"command on {self.label} timed out after {limit_s:g} s: {shown}") from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.close()
-            raise HostError(f"lost SSH connection to {self.label}: {exc or type(exc).__name__}") from exc
+            raise HostUnreachableError(f"lost SSH connection to {self.label}: {exc or type(exc).__name__}") from exc
         code = result.return_code if result.return_code is not None else 255
         return code, result.stdout, result.stderr
+
+    def _answers(self) -> bool:
+        """Whether the host still opens a channel on this connection (within the channel timeout):
+        a command that timed out on a live host is the command's own doing, on a frozen one not."""
+        import paramiko
+
+        transport = self._conn.client.get_transport() if self._conn is not None else None
+        if transport is None or not transport.is_active():
+            return False
+        try:
+            transport.open_session(timeout=self.channel_timeout_s).close()
+        except (paramiko.SSHException, OSError, EOFError):
+            return False
+        return True
 
     def open_channel(self, command: str):  # type: ignore[no-untyped-def]
         """A command started on its own channel of this connection and left running: the caller
@@ -339,11 +404,11 @@ class SshSession:
             transport = self._conn.client.get_transport()
             if transport is None:
                 raise paramiko.SSHException("no transport")
-            channel = transport.open_session(timeout=self.connect_timeout_s)
+            channel = transport.open_session(timeout=self.channel_timeout_s)
             channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.close()
-            raise HostError(f"lost SSH connection to {self.label}: {exc or type(exc).__name__}") from exc
+            raise HostUnreachableError(f"lost SSH connection to {self.label}: {exc or type(exc).__name__}") from exc
         return channel
 
 
@@ -472,7 +537,20 @@ class RemoteHost(Host):
             if not self.exists(workdir.path):
                 what = f" (stopped pid {', '.join(map(str, stopped))})" if stopped else ""
                 removed.append(f"{workdir.path} on {self.key}{what}")
+        if parent is None:
+            removed += self._reap_stale_staging()
         return removed
+
+    def _reap_stale_staging(self) -> list[str]:
+        """Private staging directories (SshSession.stage) a day old: a command's own line removes
+        its directory when it ends, so one left is from a connection that dropped between the
+        upload and the command (its environment file can hold a database password). No command
+        runs anywhere near a day, so none of them is in use."""
+        result = self._sh('find "$1" -maxdepth 1 -type d -name "ostune-private-*" -mmin +"$2" '
+                          '-print -exec rm -rf -- {} + 2>/dev/null; true',
+                          _STAGING_ROOT, str(int(STALE_STAGING_S // 60)))
+        return [f"{path} on {self.key} (private files of a command whose connection dropped)"
+                for path in result.stdout.split() if path.startswith(f"{_STAGING_ROOT}/ostune-private-")]
 
     def _stop_if_same(self, pid: int, start_ticks: int) -> bool:
         """`terminate` the process and its session, only if `pid` is still the process that was
