@@ -203,6 +203,9 @@ def test_json_output_is_a_document_with_the_error_when_a_command_fails(tmp_path,
     assert missing.returncode == 2 and json.loads(missing.stdout)["error"].startswith("no experiment named 'nope'")
     # without --json nothing is printed on stdout
     assert ostune("best", "nope", "--db", f"sqlite:///{db}").stdout == ""
+    # click's own usage errors too
+    usage = ostune("run", "--trials", "zero", "--json", "--db", f"sqlite:///{db}")
+    assert usage.returncode == 2 and json.loads(usage.stdout)["error"].startswith("Invalid value for '--trials'")
 
 
 def test_failed_trials_are_stored_with_their_error_and_the_run_goes_on(tmp_path):

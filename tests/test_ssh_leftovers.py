@@ -411,6 +411,11 @@ def test_a_run_whose_ssh_connection_drops_takes_its_kernel_lock_again_and_goes_o
             "taken again (nobody held it in between)") in said, said
     assert query(db, "select count(*) from trials") == [(5,)]
     assert query(db, "select count(*) from trials where status = 'succeeded'")[0][0] >= 4  # at most the one cut off
+    # ... which is aborted, not failed: the connection, not its configuration, went wrong
+    cut_off = query(db, "select number, status, substr(error, 1, 18) from trials where status != 'succeeded'")
+    assert all(status == "aborted" and error == "host unreachable: " for _n, status, error in cut_off), cut_off
+    for number, _status, _error in cut_off:
+        assert f"answers again after trial {number} was cut off: going on" in said, said
     assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
     assert guest.read_text("/proc/sys/vm/swappiness").strip() == original
     assert guest.read_text(LOCK_FILE) == ""  # released at the end, by the shell that took it again

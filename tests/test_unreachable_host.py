@@ -14,9 +14,11 @@ from typing import Iterator
 
 import pytest
 
+from spaces.loader import parse_space
 from storage.store import ResultStore
 from targets.hosts.ssh import SshHost
 from tuner.errors import HostUnreachableError
+from tuner.experiment import HOST_UNREACHABLE, cut_off_before
 from tuner.host_state import restore_entries
 
 
@@ -61,3 +63,32 @@ def test_restore_stops_trying_a_host_once_it_is_unreachable_and_keeps_every_valu
     assert elapsed < 5, elapsed  # one connection attempt (its banner timeout 1 s), not twelve
     pending = store.pending_journal([run_id])
     assert sorted(e.name for e in pending) == sorted(names)
+
+
+def test_a_configuration_cut_off_by_its_hosts_silence_twice_is_its_own_failure(tmp_path: Path) -> None:
+    """Once, a trial cut off by a host that stopped answering is aborted (a network blip says
+    nothing about the configuration). The same configuration cut off again is the configuration's
+    doing (it hangs the host): the run stores it failed, or every resume would propose it again."""
+    space = parse_space("""
+parameters:
+  vm.swappiness: {kind: sysctl, type: int, range: [0, 100]}
+  kernel.sched_autogroup_enabled: {kind: sysctl, type: bool}
+""")
+    store = ResultStore.open(f"sqlite:///{tmp_path / 'c.db'}")
+    experiment = store.create_experiment(name="e", space={}, space_hash="h", target={}, objective="p99_ms",
+                                         direction="minimize", seed=1, settings={})
+
+    def trial(params: dict, error: str) -> None:
+        started = store.start_trial(experiment_id=experiment.id, run_id=None, params=params, source="optimizer")
+        store.finish_trial(started.id, status="aborted", error=error)
+
+    trial({"vm.swappiness": 10, "kernel.sched_autogroup_enabled": True}, HOST_UNREACHABLE + "lost SSH connection")
+    trial({"vm.swappiness": 30, "kernel.sched_autogroup_enabled": True}, "interrupted")  # Ctrl-C: not the host
+    earlier = store.trials(experiment.id)
+    # read back from the database (10.0, 1.0): matched by value, in each parameter's type
+    again = cut_off_before(space, {"vm.swappiness": 10, "kernel.sched_autogroup_enabled": True}, earlier)
+    assert again is not None and again.number == 1
+    assert cut_off_before(space, {"vm.swappiness": 11, "kernel.sched_autogroup_enabled": True}, earlier) is None
+    assert cut_off_before(space, {"vm.swappiness": 10, "kernel.sched_autogroup_enabled": False}, earlier) is None
+    assert cut_off_before(space, {"vm.swappiness": 30, "kernel.sched_autogroup_enabled": True}, earlier) is None
+    assert cut_off_before(space, {"vm.swappiness": 10}, earlier) is None  # another set of knobs

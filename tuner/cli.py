@@ -173,7 +173,7 @@ def _run_failure(summary) -> str | None:  # type: ignore[no-untyped-def]
     if summary.broken_setup:
         return f"run stopped: {summary.broken_setup}"
     if summary.nothing_succeeded:
-        return (f"every trial of this run failed ({len(summary.statuses)}); the errors are stored with them "
+        return (f"every trial of this run failed ({summary.trials_run}); the errors are stored with them "
                 f"(`ostune show {summary.experiment}`)")
     return None
 
@@ -233,12 +233,12 @@ class _OneLineErrors(click.Group):
         except click.exceptions.NoArgsIsHelpError as exc:  # bare `ostune`: the help, as click prints it
             exc.show()
             sys.exit(exc.exit_code)
-        except click.UsageError as exc:
-            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
-            _stderr().print(f"[red]error:[/red] {escape(exc.format_message())}{where}", soft_wrap=True)
-            sys.exit(exc.exit_code)
         except click.ClickException as exc:
-            _stderr().print(f"[red]error:[/red] {escape(exc.format_message())}", soft_wrap=True)
+            where = (f" (see `{exc.ctx.command_path} --help`)"
+                     if isinstance(exc, click.UsageError) and exc.ctx is not None else "")
+            _stderr().print(f"[red]error:[/red] {escape(exc.format_message())}{where}", soft_wrap=True)
+            if "--json" in (sys.argv[1:] if args is None else args):  # as handle_errors does
+                click.echo(json.dumps({"error": exc.format_message() + where, "exit_code": exc.exit_code}))
             sys.exit(exc.exit_code)
         except click.Abort:
             _stderr().print("aborted")

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
-from spaces.model import Space, Value
+from spaces.model import Space, Value, values_equal
 from spaces.placeholders import expand
 from storage.store import ExperimentRecord, ResultStore, TrialRecord
 from targets.apps.base import App, Endpoint
@@ -69,9 +69,9 @@ class RunSummary:
 
     @property
     def nothing_succeeded(self) -> bool:
-        """Trials ran and every one failed: the run measured nothing (a guard's infeasible trial
-        was measured fine)."""
-        return bool(self.statuses) and all(s == "failed" for s in self.statuses)
+        """Trials ran and every one failed or was cut off by its host: the run measured nothing
+        (a guard's infeasible trial was measured fine)."""
+        return self.trials_run > 0 and not any(s in ("succeeded", "infeasible") for s in self.statuses)
 
     @property
     def improvement(self) -> float | None:
@@ -147,6 +147,9 @@ def resolve_experiment(
     return existing, stored
 
 
+#: how the error of a trial cut off by its host's silence begins
+HOST_UNREACHABLE = "host unreachable: "
+
 #: failed trials in a row, failing the same way, after which the baseline is measured to tell a
 #: broken set-up from a region of bad configurations (see failure_streak)
 BROKEN_SETUP_FAILURES = 3
@@ -167,6 +170,16 @@ def failure_streak(trials: list[TrialRecord], run_id: int | None) -> list[TrialR
             break
         streak.append(t)
     return streak[::-1]
+
+
+def cut_off_before(space: Space, params: Mapping[str, Value], earlier: list[TrialRecord]) -> TrialRecord | None:
+    """An earlier trial of the same configuration that its host's silence cut off too (stored
+    aborted, its error starting HOST_UNREACHABLE)."""
+    for t in earlier:
+        if (t.status == "aborted" and (t.error or "").startswith(HOST_UNREACHABLE) and t.params.keys() == params.keys()
+                and all(values_equal(space[name], params[name], t.params[name]) for name in params)):
+            return t
+    return None
 
 
 def health_check_due(trials: list[TrialRecord], run_id: int | None) -> bool:
@@ -371,7 +384,8 @@ class ExperimentRunner:
             self.reporter.message(f"the last {BROKEN_SETUP_FAILURES} trials failed the same way: measuring the "
                                   "baseline, to tell a broken set-up from bad configurations")
             return baseline, "baseline", None
-        tried = sum(1 for t in trials if t.source == "try" and t.run_id == self.run_id)
+        # (a --try trial cut off by a dropped connection is measured again)
+        tried = sum(1 for t in trials if t.source == "try" and t.run_id == self.run_id and t.status != "aborted")
         if tried < len(self.settings.tries):
             return {**baseline, **{k: v for k, v in self.settings.tries[tried].items() if k in space}}, "try", None
         profile = self._next_profile(space, baseline, trials)
@@ -394,11 +408,12 @@ class ExperimentRunner:
             return None
         from tuner.profiles import SHIPPED, profile_configs
 
-        if len(trials) > 1 + len(SHIPPED) + 2:
+        measured = [t for t in trials if t.status != "aborted"]
+        if len(measured) > 1 + len(SHIPPED) + 2:
             return None
         configs, notes = profile_configs(space, baseline)
-        done = {t.source for t in trials if t.status in ("succeeded", "failed", "infeasible", "running")}
-        if len(trials) == 1:
+        done = {t.source for t in measured}
+        if len(measured) == 1:
             for note in notes:
                 self.reporter.message(note)
         return next((c for c in configs if c.label not in done), None)
@@ -432,10 +447,20 @@ class ExperimentRunner:
             result = aggregate(reps, experiment.objective)
             broken = self._broken_guards(source, result.metrics, earlier)
         except HostUnreachableError as exc:
-            # the connection, not the configuration: nothing for the model to learn from
             self._current_trial = None
-            finished = self.store.finish_trial(trial.id, status="aborted", error=f"host unreachable: {exc}",
-                                               rebooted=rebooted)
+            before = cut_off_before(self.space, params, earlier)
+            if before is None:
+                # the connection, not the configuration, as far as anyone can tell: nothing for
+                # the model to learn from
+                finished = self.store.finish_trial(trial.id, status="aborted", error=f"{HOST_UNREACHABLE}{exc}",
+                                                   rebooted=rebooted)
+            else:
+                # twice is the configuration's doing (it hangs or crashes the host): learnt as
+                # failed, or every resume would propose it again
+                finished = self.store.finish_trial(
+                    trial.id, status="failed", rebooted=rebooted,
+                    error=f"the host stopped answering while this configuration was measured, as in trial "
+                          f"{before.number}: {exc}")
             self._app_stale = True
             # the run goes on only if the host answers again (a dropped connection, reconnected);
             # one that stays gone stops it here, its values left for the next run to put back
@@ -443,7 +468,7 @@ class ExperimentRunner:
             if again is not None:
                 raise HostUnreachableError(f"{exc}; trial {trial.number} aborted, and the host does not answer "
                                            f"again ({again})") from None
-            self.reporter.message(f"trial {trial.number} aborted ({exc}); the host answers again, going on")
+            self.reporter.message(f"{self.host.key} answers again after trial {trial.number} was cut off: going on")
         except (HostError, AppError, WorkloadError) as exc:
             context = self.app.failure_context() if isinstance(exc, AppError) else getattr(exc, "console_tail", "")
             error = str(exc) + (f"\n{context}" if context else "")
@@ -506,10 +531,11 @@ class ExperimentRunner:
             self.reporter.message(f"stopping {self.app.name} failed: {exc}")
         if self.state is not None:
             summary.restore_failures = self.state.restore(summary.restored.append)
-            if summary.restore_failures and self.host.key.startswith("ssh://"):
+            left = len(self.store.pending_journal([self.state.run_id])) if summary.restore_failures else 0
+            if left and self.host.key.startswith("ssh://"):
                 # this machine's are put back by the next ostune command, a QEMU guest's died with
                 # its overlay; an SSH host's only by a command that reaches it
-                summary.restore_hint = remote_restore_hint(self.host.key, len(summary.restore_failures))
+                summary.restore_hint = remote_restore_hint(self.host.key, left)
         try:
             self.host.close()
         except OstuneError as exc:

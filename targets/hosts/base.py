@@ -94,12 +94,13 @@ class Host(abc.ABC):
 
     def unreachable_again(self) -> Exception | None:
         """After a HostUnreachableError: None once a trivial command works again (a dropped
-        connection reconnects), else the error saying why it does not."""
-        from tuner.errors import HostUnreachableError
+        connection reconnects), else the error saying why it does not (a QEMU guest's qemu that
+        has exited says so with a plain HostError)."""
+        from tuner.errors import HostError
 
         try:
             self.run(["true"], timeout_s=60, check=False)
-        except HostUnreachableError as exc:
+        except HostError as exc:
             return exc
         return None
 

@@ -14,6 +14,7 @@ import logging
 import re
 import shlex
 import socket
+import threading
 import time
 import uuid
 from dataclasses import asdict
@@ -103,6 +104,39 @@ STALE_STAGING_S = 24 * 3600.0
 def _last_line(text: str) -> str:
     lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else ""
+
+
+class _Deadline:
+    """Closes the session's connection when the block outlasts `seconds`, and then raises
+    HostUnreachableError. A backstop for paramiko's waits that have no timeout of their own (a
+    command's start, an SFTP handshake): on a host that froze at that moment they would wait
+    forever; closing the transport wakes them."""
+
+    def __init__(self, session: "SshSession", seconds: float, what: str) -> None:
+        self.session, self.seconds, self.what = session, seconds, what
+        self._expired = threading.Event()
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self) -> "_Deadline":
+        conn = self.session._conn
+        transport = conn.client.get_transport() if conn is not None else None
+        if transport is not None:
+            def expire() -> None:
+                self._expired.set()
+                transport.close()
+
+            self._timer = threading.Timer(self.seconds, expire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:  # type: ignore[no-untyped-def]
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._expired.is_set():
+            self.session.close()
+            raise HostUnreachableError(f"{self.session.label} did not answer within {self.seconds:g} s "
+                                       f"({self.what})") from exc
 
 
 class SshSession:
@@ -288,7 +322,8 @@ class SshSession:
 
         assert self._conn is not None
         try:
-            action(self._sftp())
+            with _Deadline(self, SFTP_TIMEOUT_S + self.channel_timeout_s + 10, f"SFTP: {what}"):
+                action(self._sftp())
         except socket.timeout as exc:
             self.close()
             raise HostUnreachableError(f"{self.label} did not answer an SFTP request within {SFTP_TIMEOUT_S:g} s "
@@ -355,14 +390,16 @@ class SshSession:
             command = f"{{ {command} ; }}{redirect}; rc=$?; rm -rf -- {shlex.quote(staged)}; exit $rc"
         limit_s = timeout_s if timeout_s is not None else DEFAULT_COMMAND_TIMEOUT_S
         try:
-            result = self._conn.run(
-                command,
-                hide=True,
-                warn=True,
-                pty=False,
-                in_stream=False,
-                timeout=limit_s,
-            )
+            # the command's own timeout runs from its start; opening its channel may take another
+            with _Deadline(self, limit_s + self.channel_timeout_s + 10, shown):
+                result = self._conn.run(
+                    command,
+                    hide=True,
+                    warn=True,
+                    pty=False,
+                    in_stream=False,
+                    timeout=limit_s,
+                )
         except CommandTimedOut as exc:
             if not self._answers():
                 self.close()
@@ -404,8 +441,9 @@ class SshSession:
             transport = self._conn.client.get_transport()
             if transport is None:
                 raise paramiko.SSHException("no transport")
-            channel = transport.open_session(timeout=self.channel_timeout_s)
-            channel.exec_command(command)
+            with _Deadline(self, 2 * self.channel_timeout_s + 10, "starting a command on its own channel"):
+                channel = transport.open_session(timeout=self.channel_timeout_s)
+                channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             self.close()
             raise HostUnreachableError(f"lost SSH connection to {self.label}: {exc or type(exc).__name__}") from exc
