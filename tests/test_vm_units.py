@@ -16,7 +16,7 @@ import pytest
 from targets.hosts.qemu import console_tail, reap_stale_qemu
 from targets.hosts.ssh import _ENV_WRAPPER, GrubBoot, RemoteHost, SshHost, _env_file_text, check_boot_tokens, parse_ssh_url
 from targets.vm.image import recipe_hash
-from tuner.errors import BadInputError
+from tuner.errors import BadInputError, HostError
 from tuner.ownership import process_start_ticks
 
 
@@ -40,6 +40,15 @@ def test_parse_ssh_url(url: str, expected: tuple[str, str, int]) -> None:
 def test_bad_ssh_url_is_bad_input(url: str) -> None:
     with pytest.raises(BadInputError, match="ssh://user@host"):
         SshHost(url)
+
+
+def test_an_alias_missing_from_known_hosts_says_how_to_add_it_not_only_how_to_rebuild_a_guest(tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("")
+    host = SshHost("ssh://root@127.0.0.1:1", known_hosts_path=str(known_hosts), host_key_alias="web1")
+    with pytest.raises(HostError, match=r"host_key_alias 'web1': no key under that name in .*known_hosts; add the "
+                                        r"host's key under it \(ssh-keyscan HOST"):
+        host.start()
 
 
 def test_missing_key_file_is_bad_input(tmp_path: Path) -> None:

@@ -211,8 +211,10 @@ class SshSession:
             pinned = host_keys.lookup(self.host_key_alias)
             if not pinned:
                 raise HostError(
-                    f"no key for {self.host_key_alias!r} in {self.known_hosts_path}; "
-                    "rebuild the guest image (build_image(force=True))"
+                    f"host_key_alias {self.host_key_alias!r}: no key under that name in "
+                    f"{self.known_hosts_path or 'the known_hosts files'}; add the host's key under it "
+                    "(ssh-keyscan HOST, the name replaced by the alias) or give the alias its file holds "
+                    "(for ostune's QEMU guest: rebuild the image, whose known_hosts is made with it)"
                 )
             name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
             for keytype, key in pinned.items():
