@@ -68,6 +68,12 @@ def booted_guest(image: GuestImage, run_dir: Path, **options: Any) -> Iterator[Q
     assert qemu_pids_for(str(run_dir)) == [], "a qemu process outlived its QemuHost"
 
 
+def ssh_args(vm: QemuHost, image: GuestImage) -> list[str]:
+    """The ostune options that reach the running guest as an SSH host, its key pinned."""
+    return ["--host", f"ssh://root@127.0.0.1:{vm.port}", "--host-set", f"key_path={image.ssh_key}",
+            "--host-set", f"known_hosts_path={image.known_hosts}", "--host-set", f"host_key_alias={image.host_key_alias}"]
+
+
 def guest_as_ssh_host(vm: QemuHost, image: GuestImage, **options: Any) -> SshHost:
     """The running guest reached the way a real remote machine is: SshHost, its key pinned."""
     return SshHost(f"ssh://root@127.0.0.1:{vm.port}", key_path=str(image.ssh_key),

@@ -20,9 +20,9 @@ import pytest
 from storage.store import ResultStore
 from targets.hosts.qemu import QemuHost
 from targets.vm.image import GuestImage
-from tests.conftest_vm import booted_guest, get_image, guest_as_ssh_host
+from tests.conftest_vm import booted_guest, get_image, guest_as_ssh_host, ssh_args
 from tests.helpers import ostune, query, spawn_ostune, try_query
-from tuner.errors import HostUnreachableError
+from tuner.errors import HostError, HostUnreachableError
 
 pytestmark = pytest.mark.vm
 
@@ -65,6 +65,17 @@ class Frozen:
         self.thaw()
 
 
+def logs_in(vm: QemuHost, image: GuestImage) -> bool:
+    host = guest_as_ssh_host(vm, image)
+    try:
+        host.run(["true"], timeout_s=30)
+        return True
+    except HostError:
+        return False
+    finally:
+        host.close()
+
+
 def test_a_command_on_a_frozen_host_fails_as_unreachable_in_bounded_time_and_reconnects_after(
     guest: QemuHost, image: GuestImage,
 ) -> None:
@@ -90,7 +101,11 @@ def test_a_command_on_a_frozen_host_fails_as_unreachable_in_bounded_time_and_rec
         [error] = outcome
         assert isinstance(error, HostUnreachableError), repr(error)
         assert elapsed < 60, elapsed  # a 15 s channel timeout (3 connect timeouts) and change
-        assert host.unreachable_again() is None  # thawed: a new connection works
+        # thawed: a new connection works, once the guest has caught up with its queued logins
+        deadline = time.monotonic() + 180
+        while (again := host.unreachable_again()) is not None:
+            assert time.monotonic() < deadline, f"no new connection 180 s after the thaw: {again}"
+            time.sleep(2)
         assert host.run(["echo", "back"]).stdout.strip() == "back"
     finally:
         host.close()
@@ -103,9 +118,7 @@ def test_a_run_whose_host_freezes_stops_with_one_line_and_restore_puts_the_value
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
     db = tmp_path / "frozen.db"
-    host_args = ["--host", f"ssh://root@127.0.0.1:{guest.port}", "--host-set", f"key_path={image.ssh_key}",
-                 "--host-set", f"known_hosts_path={image.known_hosts}",
-                 "--host-set", f"host_key_alias={image.host_key_alias}"]
+    host_args = ssh_args(guest, image)
     proc = spawn_ostune("run", "--trials", "6", "--space", str(space), "--repetitions", "1", "--requests", "300",
                         "--no-profiles", "--try", "vm.swappiness=7", "--experiment", "frozen",
                         "--db", f"sqlite:///{db}", *host_args, cwd=tmp_path)
@@ -139,8 +152,8 @@ def test_a_run_whose_host_freezes_stops_with_one_line_and_restore_puts_the_value
     # thawed: once the guest has caught up (sshd works through the logins queued while it was
     # stopped), the values the dead connection left are put back, and nothing is left to do
     deadline = time.monotonic() + 180
-    while not guest.run(["true"], check=False, timeout_s=30).ok:
-        assert time.monotonic() < deadline, "the guest did not answer again after it was thawed"
+    while not logs_in(guest, image):  # a new login: the guest's own idle connection answers sooner
+        assert time.monotonic() < deadline, "the guest did not take a new SSH login after it was thawed"
         time.sleep(2)
     restored = ostune("restore", "--db", f"sqlite:///{db}", *host_args, timeout_s=300)
     assert restored.returncode == 0, restored.stdout + restored.stderr
@@ -158,9 +171,7 @@ def test_restore_removes_private_staging_directories_a_day_old_and_leaves_newer_
         guest.run(["mkdir", "-m", "700", path])
         guest.run(["sh", "-c", f"echo 'export MYSQL_PWD=x' > {path}/env"])
     guest.run(["touch", "-d", "2 days ago", old])
-    host_args = ["--host", f"ssh://root@127.0.0.1:{guest.port}", "--host-set", f"key_path={image.ssh_key}",
-                 "--host-set", f"known_hosts_path={image.known_hosts}",
-                 "--host-set", f"host_key_alias={image.host_key_alias}"]
+    host_args = ssh_args(guest, image)
     db = f"sqlite:///{tmp_path / 'r.db'}"
     ResultStore.open(db).close()
     try:

@@ -20,7 +20,7 @@ import pytest
 from storage.store import ResultStore
 from targets.hosts.qemu import QemuHost
 from targets.vm.image import GuestImage
-from tests.conftest_vm import booted_guest, get_image, guest_as_ssh_host
+from tests.conftest_vm import booted_guest, get_image, guest_as_ssh_host, ssh_args
 from tests.helpers import REPO, ostune, query, spawn_ostune, try_query
 
 pytestmark = pytest.mark.vm
@@ -57,11 +57,6 @@ def image() -> GuestImage:
 def guest(image: GuestImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[QemuHost]:
     with booted_guest(image, tmp_path_factory.mktemp("qemu-run"), memory_mb=1024, vcpus=2) as vm:
         yield vm
-
-
-def ssh_args(vm: QemuHost, image: GuestImage) -> list[str]:
-    return ["--host", f"ssh://root@127.0.0.1:{vm.port}", "--host-set", f"key_path={image.ssh_key}",
-            "--host-set", f"known_hosts_path={image.known_hosts}", "--host-set", f"host_key_alias={image.host_key_alias}"]
 
 
 def running(vm: QemuHost, pid: int) -> bool:

@@ -15,7 +15,7 @@ from storage.store import ResultStore
 from targets.hosts.qemu import QemuHost
 from targets.hosts.ssh import GRUB_DROPIN, GrubBoot, SshHost
 from targets.vm.image import GuestImage
-from tests.conftest_vm import booted_guest, get_image, guest_as_ssh_host, progress
+from tests.conftest_vm import booted_guest, get_image, guest_as_ssh_host, progress, ssh_args
 from tests.helpers import ostune
 
 pytestmark = pytest.mark.vm
@@ -102,10 +102,7 @@ def test_a_drop_in_left_by_a_killed_run_is_removed_and_the_host_rebooted_back(
         host.close()
     db = f"sqlite:///{tmp_path / 'r.db'}"
     ResultStore.open(db).close()
-    restored = ostune("restore", "--db", db, "--host", f"ssh://root@127.0.0.1:{grub_vm.port}",
-                      "--host-set", f"key_path={grub_image.ssh_key}", "--host-set",
-                      f"known_hosts_path={grub_image.known_hosts}", "--host-set",
-                      f"host_key_alias={grub_image.host_key_alias}", timeout_s=900)
+    restored = ostune("restore", "--db", db, *ssh_args(grub_vm, grub_image), timeout_s=900)
     assert restored.returncode == 0, restored.stderr + restored.stdout
     said = " ".join((restored.stdout + restored.stderr).split())
     assert f"removed {GRUB_DROPIN}, left by a dead ostune run, and rebooted ssh://root@127.0.0.1:{grub_vm.port}" in said, said

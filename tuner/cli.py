@@ -41,8 +41,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         def failed(message: str, code: int) -> NoReturn:
             if kwargs.get("as_json"):
-                # a script reading --json output gets a document whatever happened, not empty input
-                click.echo(json.dumps({"error": message, "exit_code": code}))
+                _echo_json_error(message, code)
             sys.exit(code)
 
         try:
@@ -61,12 +60,17 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
             if os.environ.get("OSTUNE_DEBUG"):
                 raise
-            message = f"internal error: {exc.__class__.__name__}: {exc} (rerun with OSTUNE_DEBUG=1 for the traceback)"
-            _stderr().print(f"[red]internal error:[/red]{escape(message.removeprefix('internal error:'))}",
-                            soft_wrap=True)
-            failed(message, EXIT_INTERNAL)
+            detail = f"{exc.__class__.__name__}: {exc} (rerun with OSTUNE_DEBUG=1 for the traceback)"
+            _stderr().print(f"[red]internal error:[/red] {escape(detail)}", soft_wrap=True)
+            failed(f"internal error: {detail}", EXIT_INTERNAL)
 
     return wrapper
+
+
+def _echo_json_error(message: str, code: int) -> None:
+    """The --json document of a failed command: a script reading the output gets one whatever
+    happened, not empty input."""
+    click.echo(json.dumps({"error": message, "exit_code": code}))
 
 
 class _SignalGuard:
@@ -237,8 +241,8 @@ class _OneLineErrors(click.Group):
             where = (f" (see `{exc.ctx.command_path} --help`)"
                      if isinstance(exc, click.UsageError) and exc.ctx is not None else "")
             _stderr().print(f"[red]error:[/red] {escape(exc.format_message())}{where}", soft_wrap=True)
-            if "--json" in (sys.argv[1:] if args is None else args):  # as handle_errors does
-                click.echo(json.dumps({"error": exc.format_message() + where, "exit_code": exc.exit_code}))
+            if "--json" in (sys.argv[1:] if args is None else args):
+                _echo_json_error(exc.format_message() + where, exc.exit_code)
             sys.exit(exc.exit_code)
         except click.Abort:
             _stderr().print("aborted")

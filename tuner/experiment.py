@@ -464,10 +464,7 @@ class ExperimentRunner:
             self._app_stale = True
             # the run goes on only if the host answers again (a dropped connection, reconnected);
             # one that stays gone stops it here, its values left for the next run to put back
-            again = self.host.unreachable_again()
-            if again is not None:
-                raise HostUnreachableError(f"{exc}; trial {trial.number} aborted, and the host does not answer "
-                                           f"again ({again})") from None
+            self.host.stop_unless_answering(exc, f"trial {trial.number} aborted")
             self.reporter.message(f"{self.host.key} answers again after trial {trial.number} was cut off: going on")
         except (HostError, AppError, WorkloadError) as exc:
             context = self.app.failure_context() if isinstance(exc, AppError) else getattr(exc, "console_tail", "")

@@ -38,7 +38,7 @@ def settings_to_store(*, workload: Mapping[str, Any], app_settings: Mapping[str,
 
 
 def reuse_measured(stored: Mapping[str, Any] | None, given: Mapping[str, Any], *, what: str,
-                   experiment: str, defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                   experiment: str, defaults: Mapping[str, Any] = {}) -> dict[str, Any]:
     """Settings for a resumed run: the stored ones plus what is given, when what is given does not
     change the set-up. `stored` None: an experiment from before settings of this kind were
     stored; nothing is known, the given ones are used as they are. A setting the experiment left
@@ -48,12 +48,13 @@ def reuse_measured(stored: Mapping[str, Any] | None, given: Mapping[str, Any], *
     for key, value in given.items():
         if key in SECRET_SETTINGS:
             continue
-        if key not in stored and defaults is not None and key in defaults and _same_value(defaults[key], value):
-            continue
         if key not in stored:
+            if key in defaults and _same_value(defaults[key], value):
+                continue
+            default = f"{key}={_shown(defaults[key])}" if key in defaults else key
             raise BadInputError(
                 f"{what} {key}={_shown(value)}: experiment {experiment!r} was measured with the default "
-                f"{key}{'=' + _shown(defaults[key]) if defaults and key in defaults else ''}; another set-up makes its trials incomparable (use a new --experiment name, "
+                f"{default}; another set-up makes its trials incomparable (use a new --experiment name, "
                 f"or leave {key} out)")
         if stored[key] != value:
             raise BadInputError(
@@ -72,7 +73,7 @@ def reuse_host(stored: Mapping[str, Any] | None, given: Mapping[str, Any], *, sa
 
 def reuse_resumed_host(stored: Mapping[str, Any] | None, given: Mapping[str, Any], *, same_host: bool,
                        machine_settings: frozenset[str], experiment: str,
-                       defaults: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                       defaults: Mapping[str, Any] = {}) -> dict[str, Any]:
     """A resumed run's host settings: as reuse_host, but a setting that changes the machine
     measured must match the stored one (or its default, when none was stored)."""
     if stored is not None and same_host:

@@ -361,10 +361,8 @@ class Verifier:
                                                    self.repetitions)
                         result = aggregate(reps, experiment.objective)
                     except (HostError, AppError, WorkloadError) as exc:
-                        again = self.host.unreachable_again() if isinstance(exc, HostUnreachableError) else None
-                        if again is not None:
-                            raise HostUnreachableError(f"{exc}; verification stopped in round {r}, and the host "
-                                                       f"does not answer again ({again})") from None
+                        if isinstance(exc, HostUnreachableError):
+                            self.host.stop_unless_answering(exc, f"verification stopped in round {r}")
                         cand.errors.append(f"round {r}: {exc}")
                         for m in metrics:
                             cand.values.setdefault(m, []).append(None)

@@ -104,6 +104,15 @@ class Host(abc.ABC):
             return exc
         return None
 
+    def stop_unless_answering(self, cause: Exception, stopped: str) -> None:
+        """After `cause` (a HostUnreachableError): return when the host answers again, else raise
+        HostUnreachableError saying what `stopped` (a trial, a verification round) and why."""
+        from tuner.errors import HostUnreachableError
+
+        again = self.unreachable_again()
+        if again is not None:
+            raise HostUnreachableError(f"{cause}; {stopped}, and the host does not answer again ({again})") from None
+
     # -- primitives -------------------------------------------------------------------------
     @abc.abstractmethod
     def run(

@@ -331,8 +331,7 @@ class SshSession:
             raise HostUnreachableError(f"{self.label} did not answer an SFTP request within {SFTP_TIMEOUT_S:g} s "
                                        f"(trying to {what})") from exc
         except (paramiko.SSHException, EOFError) as exc:
-            self.close()
-            raise HostUnreachableError(f"lost SSH connection to {self.label}: {exc or type(exc).__name__}") from exc
+            raise self._lost(exc) from exc
         except OSError as exc:
             raise HostError(f"cannot {what} on {self.label}: {exc or type(exc).__name__}") from exc
 
@@ -413,10 +412,15 @@ class SshSession:
                 self._discard(staged)
             raise HostError(f"command on {self.label} timed out after {limit_s:g} s: {shown}") from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            self.close()
-            raise HostUnreachableError(f"lost SSH connection to {self.label}: {exc or type(exc).__name__}") from exc
+            raise self._lost(exc) from exc
         code = result.return_code if result.return_code is not None else 255
         return code, result.stdout, result.stderr
+
+    def _lost(self, exc: BaseException) -> HostUnreachableError:
+        """The error for a connection that broke under a call; the connection is closed, so the
+        next call makes a new one."""
+        self.close()
+        return HostUnreachableError(f"lost SSH connection to {self.label}: {exc or type(exc).__name__}")
 
     def _answers(self) -> bool:
         """Whether the host still opens a channel on this connection (within the channel timeout):
@@ -447,8 +451,7 @@ class SshSession:
                 channel = transport.open_session(timeout=self.channel_timeout_s)
                 channel.exec_command(command)
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            self.close()
-            raise HostUnreachableError(f"lost SSH connection to {self.label}: {exc or type(exc).__name__}") from exc
+            raise self._lost(exc) from exc
         return channel
 
 
