@@ -16,7 +16,7 @@ from typing import Mapping
 from targets.apps.base import Endpoint, config_overrides
 from targets.apps.managed import AddressInUse, ManagedServer, free_loopback_port, log_tail
 from targets.hosts.base import Host, SpawnedProcess
-from tuner.errors import AppError, BadInputError, HostError
+from tuner.errors import AppError, BadInputError, HostError, HostUnreachableError
 
 #: config keys ostune sets itself; overriding them would break start/stop or the endpoint
 _RESERVED = {"port", "bind", "dir", "daemonize", "logfile", "pidfile", "supervised"}
@@ -179,6 +179,8 @@ class RedisApp(ManagedServer):
                 self._last_tail = log_tail(host, self._log_path) or self._last_tail
             try:
                 host.terminate(self._proc, timeout_s=self.stop_timeout_s)
+            except HostUnreachableError:
+                raise  # the host, not the server: the trial is cut off, not failed
             except HostError as exc:
                 raise AppError(f"redis-server (pid {self._proc.pid}) could not be stopped: {exc}") from None
             self._proc = None
