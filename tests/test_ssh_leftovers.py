@@ -22,6 +22,7 @@ from targets.hosts.qemu import QemuHost
 from targets.vm.image import GuestImage
 from tests.conftest_vm import booted_guest, get_image, guest_as_ssh_host, ssh_args
 from tests.helpers import REPO, ostune, query, spawn_ostune, try_query
+from tuner.errors import HostUnreachableError
 
 pytestmark = pytest.mark.vm
 
@@ -414,6 +415,28 @@ def test_a_run_whose_ssh_connection_drops_takes_its_kernel_lock_again_and_goes_o
     assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
     assert guest.read_text("/proc/sys/vm/swappiness").strip() == original
     assert guest.read_text(LOCK_FILE) == ""  # released at the end, by the shell that took it again
+
+
+# kills the nearest sshd process above the command: the connection it runs on
+KILL_OWN_CONNECTION = ("p=$$; while [ \"$p\" -gt 1 ]; do case $(cat /proc/$p/comm) in sshd*) kill -9 $p; break;; esac; "
+                       "p=$(cut -d' ' -f4 /proc/$p/stat); done; sleep 20")
+
+
+def test_a_command_whose_connection_dies_under_it_is_the_host_lost_not_the_command_failing(
+    guest: QemuHost, image: GuestImage,
+) -> None:
+    """The channel of a command whose connection dies closes without an exit status, which paramiko
+    reports as -1, as it does for a command killed by a signal. Only the first is the host lost:
+    a read that met it was stored as a trial failed ('cannot read /proc/...'), not aborted."""
+    host = guest_as_ssh_host(guest, image)
+    try:
+        with pytest.raises(HostUnreachableError, match="lost SSH connection to .*: the connection closed under"):
+            host.run(["sh", "-c", KILL_OWN_CONNECTION], check=False, timeout_s=60)
+        assert host.run(["echo", "again"], timeout_s=60).stdout == "again\n"  # a new connection
+        killed = host.run(["sh", "-c", "kill -9 $$"], check=False, timeout_s=60)  # on a live connection
+        assert killed.exit_code == -1
+    finally:
+        host.close()
 
 
 def test_the_shell_of_a_dropped_connection_still_holding_the_lock_is_ended_and_the_lock_taken_again(

@@ -413,6 +413,10 @@ class SshSession:
             raise HostError(f"command on {self.label} timed out after {limit_s:g} s: {shown}") from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise self._lost(exc) from exc
+        if result.return_code in (None, -1) and not self._answers():
+            # paramiko reports -1 for a channel that closed without an exit status: a command
+            # killed by a signal does that too, but only a dead connection leaves no new channel
+            raise self._lost(EOFError(f"the connection closed under a command ({shown})"))
         code = result.return_code if result.return_code is not None else 255
         return code, result.stdout, result.stderr
 
