@@ -24,7 +24,7 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from tuner.errors import BadInputError, OstuneError, WorkloadError
+from tuner.errors import BadInputError, HostError, OstuneError, WorkloadError
 
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
@@ -180,6 +180,12 @@ def _run_failure(summary) -> str | None:  # type: ignore[no-untyped-def]
         return (f"every trial of this run failed ({summary.trials_run}); the errors are stored with them "
                 f"(`ostune show {summary.experiment}`)")
     return None
+
+
+def _not_put_back(failures: list[str]) -> str:
+    """One line for values a run or verify could not restore (each failure starts with its name)."""
+    names = ", ".join(line.split(":", 1)[0] for line in failures)
+    return f"{len(failures)} kernel value(s) not put back ({names}): the host is left changed"
 
 
 def _discard_new_database(store, new_file: Path | None) -> None:  # type: ignore[no-untyped-def]
@@ -370,7 +376,7 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str | 
     from tuner.factory import TargetOptions, host_spec_for, make_app_and_workload, make_host
     from tuner.budget import Budget
     from tuner.lock import HostLocks, parse_timeout
-    from tuner.outcome import file_console, make_console, summary_doc
+    from tuner.outcome import EXIT_BUDGET_EXHAUSTED, EXIT_NOTHING_IMPROVED, file_console, make_console, summary_doc
     from tuner.progress import UNBOUNDED_TRIALS, ConsoleReporter
     from tuner.recommend import recommend, summary_line
     from tuner.stored_settings import resumed_options, settings_to_store
@@ -490,8 +496,13 @@ def run(space_spec: str | None, app: str, command: str | None, host_spec: str | 
     if failure:  # it measured nothing: not a success, not "nothing improved" (a nightly unit counts 7 as fine)
         code = WorkloadError.exit_code
         _stderr().print(f"error: {escape(failure)}", highlight=False, soft_wrap=True)
+    if summary.restore_failures and code in (0, EXIT_NOTHING_IMPROVED, EXIT_BUDGET_EXHAUSTED):
+        # a host left changed outranks how the tuning went: a nightly job must not report it fine
+        code = HostError.exit_code
+        _stderr().print(f"error: {escape(_not_put_back(summary.restore_failures))}", highlight=False, soft_wrap=True)
     if doc is not None:
         doc["exit_code"] = code
+        doc["restore_failures"] = summary.restore_failures
     if as_json and doc is not None:
         click.echo(json.dumps(doc, default=str))
     if code:
@@ -741,10 +752,14 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
         out.print(escape(verifier.restore_hint), highlight=False)
     if as_json:
         click.echo(json.dumps({"verification": report.verification_id, "schedule": report.schedule,
-                               "results": report.results}, default=str))
-        return
-    for line in render(report, experiment):
-        out.print(line, highlight=False, markup=False, soft_wrap=True)
+                               "results": report.results, "restore_failures": verifier.restore_failures},
+                              default=str))
+    else:
+        for line in render(report, experiment):
+            out.print(line, highlight=False, markup=False, soft_wrap=True)
+    if verifier.restore_failures:
+        _stderr().print(f"error: {escape(_not_put_back(verifier.restore_failures))}", highlight=False, soft_wrap=True)
+        sys.exit(HostError.exit_code)
 
 
 @main.command()
@@ -756,16 +771,28 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
 def restore(db: str, host_spec: str | None, host_settings: tuple[str, ...]) -> None:
     """Restore kernel values left changed by an ostune process that died (kill -9, crash).
 
-    Values on this machine are restored by every ostune command; remote hosts need --host (a run
-    or verify on that host does it too). On a remote host this also stops the dead process's
-    servers and removes its work directories."""
+    Values a dead process left on this machine are restored by every ostune command; remote hosts
+    need --host (a run or verify on that host does it too). Values a run could not put back when
+    it ended (the kernel refused them then) are tried again here. On a remote host this also stops
+    the dead process's servers and removes its work directories."""
     from tuner.factory import TargetOptions, make_host
     from tuner.outcome import make_console
     from targets.hosts.local import LocalHost
-    from tuner.recovery import kernel_lock_held, recover_host
+    from tuner.recovery import kernel_lock_held, recover_host, restore_ended_runs
 
     console = make_console()  # one line per value, unwrapped in a cron mail or a journal
     store = open_store(db, create=False, console=console)
+    failures: list[str] = []
+    local = LocalHost()
+    running = {run.id for run in store.running_runs()}  # the dead ones were closed by open_store
+    tried = {local.key}
+    if any(e.run_id not in running and (e.host_key == local.key or e.host_key.startswith("qemu:"))
+           for e in store.pending_journal()):
+        with kernel_lock_held(local, "restore", store, lambda line: console.print(escape(line))):
+            report = restore_ended_runs(store, local)
+        for line in report.restored:
+            console.print(f"{local.key}: {escape(line)}")
+        failures += report.failures
     if host_spec:
         host = make_host(TargetOptions(host=host_spec, host_settings=_parse_settings(host_settings, flag="--host-set")))
         try:
@@ -778,19 +805,25 @@ def restore(db: str, host_spec: str | None, host_settings: tuple[str, ...]) -> N
                     report = recover_host(store, host)
         finally:
             host.close()
+        tried.add(host.key)
         for line in report.restored:
             console.print(f"{host.key}: {escape(line)}")
         for line in report.removal_lines():
             console.print(escape(line))
-        for line in report.failures:
-            console.print(f"[red]restore failed:[/red] {escape(line)}")
-    pending = store.pending_journal()
-    if not pending:
+        failures += report.failures
+    for line in failures:
+        console.print(f"[red]restore failed:[/red] {escape(line)}")
+    # what is still pending on a host tried here failed just now, and is said above
+    untouched = [e for e in store.pending_journal() if e.run_id in running or e.host_key not in tried]
+    if untouched:
+        hosts = sorted({e.host_key for e in untouched})
+        console.print(f"{len(untouched)} value(s) on {', '.join(hosts)} belong to runs still in progress "
+                      "(or on hosts not given with --host); not touched")
+    elif not failures:
         console.print("nothing left to restore")
-        return
-    hosts = sorted({e.host_key for e in pending})
-    console.print(f"{len(pending)} value(s) on {', '.join(hosts)} belong to runs still in progress "
-                  "(or on hosts not given with --host); not touched")
+    if failures:
+        _stderr().print(f"error: {escape(_not_put_back(failures))}", highlight=False, soft_wrap=True)
+        sys.exit(HostError.exit_code)
 
 
 @main.group()

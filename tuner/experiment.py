@@ -13,6 +13,7 @@ from spaces.placeholders import expand
 from storage.store import ExperimentRecord, ResultStore, TrialRecord
 from targets.apps.base import App, Endpoint
 from targets.hosts.base import Host
+from targets.hosts.local import LocalHost
 from targets.workloads.base import Workload
 from tuner.errors import (AppError, BadInputError, HostError, HostUnreachableError, ObjectiveNotReported,
                           OstuneError, WorkloadError, WrongObjectiveError)
@@ -530,9 +531,12 @@ class ExperimentRunner:
             summary.restore_failures = self.state.restore(summary.restored.append)
             left = len(self.store.pending_journal([self.state.run_id])) if summary.restore_failures else 0
             if left and self.host.key.startswith("ssh://"):
-                # this machine's are put back by the next ostune command, a QEMU guest's died with
-                # its overlay; an SSH host's only by a command that reaches it
+                # a QEMU guest's died with its overlay; an SSH host's only a command that reaches
+                # it puts back
                 summary.restore_hint = remote_restore_hint(self.host.key, left)
+            elif left and isinstance(self.host, LocalHost):
+                summary.restore_hint = (f"{left} value(s) on this machine still need restoring: `ostune restore "
+                                        f"--db {self.store.describe()}` tries them again")
         try:
             self.host.close()
         except OstuneError as exc:

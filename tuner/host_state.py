@@ -215,7 +215,11 @@ def restore_entries(
 ) -> list[str]:
     """Write originals back (newest first), read back; then check all of them once more (a
     later write can move an earlier knob: switching a disk's I/O scheduler resets its
-    nr_requests), writing a moved one again; mark each entry restored."""
+    nr_requests), writing a moved one again; mark each entry restored.
+
+    A knob the kernel refuses its original is tried once more after all the others are back:
+    what it accepts can depend on another knob (a disk's nr_requests is capped at its tag depth
+    while its scheduler is `none`, and the scheduler is put back after it)."""
     failures: list[str] = []
 
     def failed(entry: JournalRecord, exc: Exception) -> None:
@@ -224,8 +228,9 @@ def restore_entries(
         failures.append(message)
 
     gone: list[HostUnreachableError] = []  # once the host is gone, the rest is not tried
+    refused: list[JournalRecord] = []
 
-    def attempt(entry: JournalRecord, action: Callable[[], None]) -> bool:
+    def attempt(entry: JournalRecord, action: Callable[[], None], *, last_try: bool = True) -> bool:
         try:
             if gone:
                 raise gone[0]
@@ -235,11 +240,16 @@ def restore_entries(
             failed(entry, exc)
             return False
         except (HostError, OSError) as exc:
-            failed(entry, exc)
+            if last_try:
+                failed(entry, exc)
+            else:
+                refused.append(entry)
             return False
         return True
 
-    written = [entry for entry in reversed(entries) if attempt(entry, lambda e=entry: _write_back(host, e))]
+    written = [entry for entry in reversed(entries)
+               if attempt(entry, lambda e=entry: _write_back(host, e), last_try=False)]
+    written += [entry for entry in refused if attempt(entry, lambda e=entry: _write_back(host, e))]
 
     def check_again(entry: JournalRecord) -> None:
         if not _same(parse_knob_text(host.read_text(entry.path)), entry.original):
