@@ -439,6 +439,44 @@ def test_a_command_whose_connection_dies_under_it_is_the_host_lost_not_the_comma
         host.close()
 
 
+def test_a_connection_lost_under_the_benchmark_cuts_the_trial_off_and_the_run_goes_on(
+    guest: QemuHost, image: GuestImage, tmp_path: Path,
+) -> None:
+    """The connection dies while redis-benchmark runs on the host: the host, not the workload,
+    went wrong, so the trial is aborted (not stored failed for the model to learn from), and the
+    run reconnects and finishes. The workload used to wrap the error as 'did not finish'."""
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    db = tmp_path / "bench-drop.db"
+    proc = spawn_ostune("run", "--trials", "3", "--space", str(space), "--repetitions", "1", "--requests", "20000",
+                        "--no-profiles", "--no-warmup", "--experiment", "bench-drop", "--db", f"sqlite:///{db}",
+                        *ssh_args(guest, image), cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 600
+        benchmark: list[str] = []
+        while not benchmark:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "redis-benchmark never ran on the guest"
+            benchmark = guest.run(["sh", "-c", "pgrep -x redis-benchmark || true"]).stdout.split()
+        pid = int(benchmark[0])
+        while not guest.read_text(f"/proc/{pid}/comm").startswith("sshd"):
+            pid = parent_pid(guest, pid)
+        guest.run(["kill", "-9", str(pid)])
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    said = " ".join((err + out).split())
+    assert proc.returncode in (0, 7), said
+    statuses = query(db, "select number, status, substr(error, 1, 18) from trials order by number")
+    assert [s for _n, s, _e in statuses].count("aborted") == 1, statuses
+    [(number, error)] = [(n, e) for n, s, e in statuses if s == "aborted"]
+    assert error == "host unreachable: " and f"answers again after trial {number} was cut off" in said, said
+    assert all(s == "succeeded" for _n, s, _e in statuses if _n != number), statuses
+    assert query(db, "select count(*) from restore_journal where restored_at is null") == [(0,)]
+
+
 def test_the_shell_of_a_dropped_connection_still_holding_the_lock_is_ended_and_the_lock_taken_again(
     guest: QemuHost, image: GuestImage,
 ) -> None:

@@ -98,6 +98,8 @@ class RedisApp(ManagedServer):
         binary = self._resolve_binary(host)
         try:
             self._version = host.run([binary, "--version"], timeout_s=10, check=False).stdout.strip()
+        except HostUnreachableError:
+            raise  # the host, not the server: the trial is cut off, not failed
         except HostError:
             self._version = ""
         self._host = host
@@ -151,6 +153,8 @@ class RedisApp(ManagedServer):
             try:
                 r = host.run([cli, "-h", endpoint.address, "-p", str(endpoint.port), "ping"],
                              timeout_s=1.5, check=False)
+            except HostUnreachableError:
+                raise  # the host, not the server: the trial is cut off, not failed
             except HostError:
                 return False
             return r.ok and "PONG" in r.stdout
