@@ -24,7 +24,7 @@ import pytest
 
 from targets.hosts.base import CommandResult
 from targets.hosts.qemu import QemuHost
-from targets.hosts.ssh import RemoteHost, SshHost
+from targets.hosts.ssh import REMOTE_GRACE_S, RemoteHost, SshHost
 from targets.vm.image import GuestImage
 from tests.conftest_vm import booted_guest, cache_root, get_image, guest_as_ssh_host
 from tuner.errors import BadInputError, HostError
@@ -214,9 +214,14 @@ def test_a_timed_out_command_shows_no_password_and_leaves_no_file(as_root: SshHo
             as_root.run(["sleep", "30"], env={"MYSQL_PWD": SECRET}, input_text="x", timeout_s=3)
         assert MARK not in str(info.value) and "sleep 30" in str(info.value)
         assert leftovers(guest) == []
+        # ... and it is ended on the guest soon after (closing its channel did not: it kept
+        # loading the host and holding one of sshd's sessions for the rest of its 30 s)
+        deadline = time.monotonic() + REMOTE_GRACE_S + 10
+        while guest.run(["pgrep", "-x", "sleep"], check=False).ok:
+            assert time.monotonic() < deadline, "the timed-out command still runs on the guest"
+            time.sleep(0.5)
     finally:
-        # it goes on running on the guest: the next test would find it in the process table
-        guest.run(["sh", "-c", "pkill -x sleep || true"])
+        guest.run(["sh", "-c", "pkill -x sleep || true"])  # the next test would find it in the process table
 
 
 @pytest.mark.parametrize("stdin", [None, "some input"])

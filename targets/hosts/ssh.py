@@ -93,6 +93,9 @@ def _workdir_root(parent: str | None) -> str:
 #: a command given no timeout of its own still ends after this long: on a host that froze (its
 #: kernel hung, its VM paused) nothing else would ever end it
 DEFAULT_COMMAND_TIMEOUT_S = 3600.0
+#: a command that ran past its timeout is ended on the host this much later (closing its channel
+#: here does not end it there)
+REMOTE_GRACE_S = 5.0
 #: SSH keepalive interval: NAT and firewalls drop a connection idle for a long trial otherwise
 KEEPALIVE_S = 15
 #: an SFTP request (staging a command's private files) unanswered for this long: the host is gone
@@ -137,6 +140,16 @@ class _Deadline:
             self.session.close()
             raise HostUnreachableError(f"{self.session.label} did not answer within {self.seconds:g} s "
                                        f"({self.what})") from exc
+
+
+def _ended_on_the_host_after(command: str, limit_s: float) -> str:
+    """`command` under the host's `timeout` (coreutils or busybox), which ends it with its process
+    group `limit_s` after it starts (KILL 5 s after TERM); as it is where there is none. A command
+    left running past its timeout keeps loading the host the next trials measure, and holds one of
+    sshd's sessions on the connection (MaxSessions, 10 by default), refusing new commands."""
+    quoted = shlex.quote(command)
+    return (f"if command -v timeout >/dev/null 2>&1; then exec timeout -k 5 {limit_s:g} \"${{SHELL:-sh}}\" -c {quoted}; "
+            f"else exec sh -c {quoted}; fi")
 
 
 class SshSession:
@@ -390,6 +403,8 @@ class SshSession:
         if staged is not None:
             command = f"{{ {command} ; }}{redirect}; rc=$?; rm -rf -- {shlex.quote(staged)}; exit $rc"
         limit_s = timeout_s if timeout_s is not None else DEFAULT_COMMAND_TIMEOUT_S
+        command = _ended_on_the_host_after(command, limit_s + REMOTE_GRACE_S)
+        started = time.monotonic()
         try:
             # the command's own timeout runs from its start; opening its channel may take another
             with _Deadline(self, limit_s + self.channel_timeout_s + 10, shown):
@@ -402,23 +417,34 @@ class SshSession:
                     timeout=limit_s,
                 )
         except CommandTimedOut as exc:
-            if not self._answers():
-                self.close()
-                raise HostUnreachableError(f"{self.label} stopped answering: a command ran past its "
-                                           f"{limit_s:g} s and no new channel opens ({shown})") from exc
-            if staged is not None:
-                # the command may go on running: its stdin stays readable through the open
-                # descriptor, and its environment was read and unlinked when it started
-                self._discard(staged)
-            raise HostError(f"command on {self.label} timed out after {limit_s:g} s: {shown}") from exc
+            raise self._timed_out(limit_s, shown, staged) from exc
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise self._lost(exc) from exc
-        if result.return_code in (None, -1) and not self._answers():
-            # paramiko reports -1 for a channel that closed without an exit status: a command
-            # killed by a signal does that too, but only a dead connection leaves no new channel
-            raise self._lost(EOFError(f"the connection closed under a command ({shown})"))
+        if result.return_code in (None, -1):
+            # paramiko's -1: the channel closed without an exit status
+            if time.monotonic() - started >= limit_s:
+                # invoke's timer closed it, and was still closing it when the wait ended, so
+                # invoke saw no timeout (its own race)
+                raise self._timed_out(limit_s, shown, staged)
+            if not self._answers():
+                # a command killed by a signal leaves -1 too, but only a dead connection leaves
+                # no new channel
+                raise self._lost(EOFError(f"the connection closed under a command ({shown})"))
         code = result.return_code if result.return_code is not None else 255
         return code, result.stdout, result.stderr
+
+    def _timed_out(self, limit_s: float, shown: str, staged: str | None) -> HostError:
+        """The error for a command that ran past its `limit_s`: the host's, when no new channel
+        opens either."""
+        if not self._answers():
+            self.close()
+            return HostUnreachableError(f"{self.label} stopped answering: a command ran past its "
+                                        f"{limit_s:g} s and no new channel opens ({shown})")
+        if staged is not None:
+            # the command may go on running: its stdin stays readable through the open
+            # descriptor, and its environment was read and unlinked when it started
+            self._discard(staged)
+        return HostError(f"command on {self.label} timed out after {limit_s:g} s: {shown}")
 
     def _lost(self, exc: BaseException) -> HostUnreachableError:
         """The error for a connection that broke under a call; the connection is closed, so the
@@ -436,6 +462,10 @@ class SshSession:
             return False
         try:
             transport.open_session(timeout=self.channel_timeout_s).close()
+        except paramiko.ChannelException:
+            # refused, so answering: sshd's MaxSessions, reached when commands that ran past their
+            # timeout go on running there (closing a channel does not end its command)
+            return True
         except (paramiko.SSHException, OSError, EOFError):
             return False
         return True
