@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from spaces.model import Parameter, Value, normalize_text, values_equal
 from targets.hosts.base import Host
-from tuner.errors import ApplyError, HostError, KnobUnavailableError
+from tuner.errors import ApplyError, HostError, HostUnreachableError, KnobUnavailableError
 
 _SELECTED = re.compile(r"\[([^\]]+)\]")
 DEBUGFS_MOUNT = "/sys/kernel/debug"
@@ -68,8 +68,8 @@ class KnobFamily:
         try:
             self.prepare(host)
             current = self.read_raw(host, param)
-        except KnobUnavailableError as exc:
-            return Availability(param.name, False, str(exc))
+        except HostUnreachableError:
+            raise  # the host is gone, not the knob
         except HostError as exc:
             return Availability(param.name, False, str(exc))
         return Availability(param.name, True, current=current)
@@ -84,6 +84,33 @@ class SysctlKnobs(KnobFamily):
 
 class SysfsKnobs(KnobFamily):
     kind = "sysfs"
+
+    def write_raw(self, host: Host, param: Parameter, text: str) -> None:
+        try:
+            super().write_raw(host, param, text)
+        except ApplyError as exc:
+            raise ApplyError(f"{exc}{queue_depth_hint(host, self.path(param))}") from None
+
+
+_NR_REQUESTS = re.compile(r"^/sys/block/([^/]+)/queue/nr_requests$")
+
+
+def queue_depth_hint(host: Host, path: str) -> str:
+    """Why a disk refused an nr_requests, when the reason is the usual one: under the scheduler
+    `none` the kernel caps it at the disk's tag depth (an elevator takes more). "" otherwise."""
+    match = _NR_REQUESTS.match(path)
+    if match is None:
+        return ""
+    disk = f"/sys/block/{match.group(1)}"
+    try:
+        if parse_knob_text(host.read_text(f"{disk}/queue/scheduler")) != "none":
+            return ""
+        depth = host.read_text(f"{disk}/mq/0/nr_tags").strip()
+    except HostUnreachableError:
+        raise
+    except HostError:
+        return ""
+    return f" (under the scheduler `none` the disk takes at most its tag depth, {depth})"
 
 
 class DebugfsKnobs(KnobFamily):
