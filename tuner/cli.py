@@ -786,13 +786,10 @@ def restore(db: str, host_spec: str | None, host_settings: tuple[str, ...]) -> N
     local = LocalHost()
     running = {run.id for run in store.running_runs()}  # the dead ones were closed by open_store
     tried = {local.key}
-    if any(e.run_id not in running and (e.host_key == local.key or e.host_key.startswith("qemu:"))
-           for e in store.pending_journal()):
-        with kernel_lock_held(local, "restore", store, lambda line: console.print(escape(line))):
-            report = restore_ended_runs(store, local)
-        for line in report.restored:
-            console.print(f"{local.key}: {escape(line)}")
-        failures += report.failures
+    report = restore_ended_runs(store, local, lambda line: console.print(escape(line)))
+    for line in report.restored:
+        console.print(f"{local.key}: {escape(line)}")
+    failures += report.failures
     if host_spec:
         host = make_host(TargetOptions(host=host_spec, host_settings=_parse_settings(host_settings, flag="--host-set")))
         try:

@@ -63,20 +63,24 @@ def restore_remote(store: ResultStore, host: Host, *, host_key: str | None = Non
     return report
 
 
-def restore_ended_runs(store: ResultStore, local: LocalHost) -> RecoveryReport:
+def restore_ended_runs(store: ResultStore, local: LocalHost, message: Callable[[str], None]) -> RecoveryReport:
     """Values on this machine that runs which ended could not put back (the kernel refused them
-    then, e.g. a disk's nr_requests while its scheduler was `none`), tried once more: `ostune
-    restore` does it, not every command's `recover`, or a value that can never go back would fail
-    each of them. The caller holds this machine's kernel lock. A QEMU guest's values died with
-    its overlay."""
+    then, e.g. a disk's nr_requests while its scheduler was `none`), tried once more under this
+    machine's kernel lock (taken only when there is any): `ostune restore` does it, not every
+    command's `recover`, or a value that can never go back would fail each of them. A QEMU
+    guest's values died with its overlay."""
     report = RecoveryReport()
     running = {run.id for run in store.running_runs()}
-    ended = [e for e in store.pending_journal() if e.run_id not in running]
-    for entry in ended:
-        if entry.host_key.startswith("qemu:"):
-            store.mark_restored(entry.id)
-    report.failures += restore_entries(local, store, [e for e in ended if e.host_key == local.key],
-                                       report.restored.append)
+    ended = [e for e in store.pending_journal()
+             if e.run_id not in running and (e.host_key == local.key or e.host_key.startswith("qemu:"))]
+    if not ended:
+        return report
+    with kernel_lock_held(local, "restore", store, message):
+        for entry in ended:
+            if entry.host_key.startswith("qemu:"):
+                store.mark_restored(entry.id)
+        report.failures += restore_entries(local, store, [e for e in ended if e.host_key == local.key],
+                                           report.restored.append)
     return report
 
 
