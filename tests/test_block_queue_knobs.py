@@ -197,7 +197,9 @@ def test_a_verify_that_cannot_put_a_value_back_says_so_and_exits_4(tmp_path, dee
     assert verified.returncode == 4, verified.stderr
     assert verified.stderr.strip().splitlines()[-1] == NOT_PUT_BACK
     doc = json.loads(verified.stdout)
-    assert [r["label"] for r in doc["results"]][:1] == ["baseline"]  # the results are there
+    # the results are there: the recommended configuration's (the baseline's deep nr_requests is
+    # refused in every round that comes after the scheduler went to `none`, so it may have none)
+    assert "recommended" in {r["label"] for r in doc["results"]}
     [failure] = doc["restore_failures"]
     assert failure.startswith(f"q.nr_requests: could not restore '{deep_queue.nr_requests}': kernel refused")
     assert query(db, "select status from verifications") == [("finished",)]
