@@ -176,3 +176,38 @@ parameters:
     # the stored error carries the serial console's last lines: the kernel saw init fail
     assert "init" in error and len(error.splitlines()) > 3, error
     assert qemu_pids_for(str(run_dir)) == []
+
+
+def test_a_configuration_that_crashes_or_hangs_the_guest_fails_and_the_run_goes_on_in_a_fresh_guest(tmp_path):
+    """A kernel that panics (qemu exits: panic=1, -no-reboot) or panics and stays hung (panic=0:
+    qemu runs on, the guest never answers) under a configuration. The guest is throwaway, so the
+    trial is that configuration's failure, with the console's panic, and the next trial runs in a
+    freshly booted guest. Here the command workload crashes the kernel (sysrq) under two values,
+    standing in for a knob that does."""
+    get_image("direct")
+    space = tmp_path / "space.yaml"
+    space.write_text("parameters:\n  vm.swappiness: {kind: sysctl, type: int, range: [0, 100]}\n")
+    command = ('s=$(cat /proc/sys/vm/swappiness); '
+               'if [ "$s" = 44 ]; then echo 0 > /proc/sys/kernel/panic; fi; '
+               'if [ "$s" = 33 ] || [ "$s" = 44 ]; then echo c > /proc/sysrq-trigger; fi; '
+               'echo \'{"p99_ms": 1.0}\'')
+    db = tmp_path / "c.db"
+    run_dir = tmp_path / "run"
+    proc = spawn_ostune(
+        "run", "--host", "qemu", "--host-set", "accel=tcg", "--host-set", f"run_dir={run_dir}",
+        "--host-set", f"cache_dir={cache_root() / 'images'}", "--space", str(space), "--trials", "4",
+        "--app", "command", "--command", command, "--set", "timeout_s=20", "--no-profiles",
+        "--try", "vm.swappiness=33", "--try", "vm.swappiness=44", "--try", "vm.swappiness=55",
+        "--repetitions", "1", "--no-warmup", "--db", f"sqlite:///{db}", cwd=tmp_path)
+    out, err = proc.communicate(timeout=900)
+    assert proc.returncode == 0, err + out
+    rows = query(db, "select number, source, status, error from trials order by number")
+    assert [(n, src, st) for n, src, st, _ in rows] == [
+        (1, "baseline", "succeeded"), (2, "try", "failed"), (3, "try", "failed"), (4, "try", "succeeded")], rows
+    for _, _, _, error in rows[1:3]:
+        # the stored error carries the guest's console: its kernel panicked
+        assert "Kernel panic" in error and "sysrq" in error.lower(), error
+    assert out.count("booted a fresh guest") == 2, out
+    params = query(db, "select trial, value from trial_params order by trial")
+    assert [int(float(v)) for _, v in params[1:]] == [33, 44, 55]
+    assert qemu_pids_for(str(run_dir)) == []

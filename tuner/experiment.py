@@ -450,7 +450,14 @@ class ExperimentRunner:
         except HostUnreachableError as exc:
             self._current_trial = None
             before = cut_off_before(self.space, params, earlier)
-            if before is None:
+            crash = self.host.crash_report()
+            if crash is not None:
+                # the kernel itself went down under this configuration: its failure, console and all
+                headline, _, evidence = crash.partition("\n")
+                finished = self.store.finish_trial(
+                    trial.id, status="failed", rebooted=rebooted,
+                    error=f"the host's kernel crashed under this configuration: {headline}\n{exc}\n{evidence}")
+            elif before is None:
                 # the connection, not the configuration, as far as anyone can tell: nothing for
                 # the model to learn from
                 finished = self.store.finish_trial(trial.id, status="aborted", error=f"{HOST_UNREACHABLE}{exc}",
@@ -463,10 +470,11 @@ class ExperimentRunner:
                     error=f"the host stopped answering while this configuration was measured, as in trial "
                           f"{before.number}: {exc}")
             self._app_stale = True
-            # the run goes on only if the host answers again (a dropped connection, reconnected);
-            # one that stays gone stops it here, its values left for the next run to put back
-            self.host.stop_unless_answering(exc, f"trial {trial.number} aborted")
-            self.reporter.message(f"{self.host.key} answers again after trial {trial.number} was cut off: going on")
+            # the run goes on only if the host answers again (a dropped connection, reconnected; a
+            # throwaway guest, rebooted); one that stays gone stops it here, its values left for
+            # the next run to put back
+            back = self.host.stop_unless_answering(exc, f"trial {trial.number} aborted")
+            self.reporter.message(f"{self.host.key} {back} after trial {trial.number} was cut off: going on")
         except (HostError, AppError, WorkloadError) as exc:
             context = self.app.failure_context() if isinstance(exc, AppError) else getattr(exc, "console_tail", "")
             error = str(exc) + (f"\n{context}" if context else "")

@@ -361,12 +361,15 @@ class Verifier:
                                                    self.repetitions)
                         result = aggregate(reps, experiment.objective)
                     except (HostError, AppError, WorkloadError) as exc:
+                        back = None
                         if isinstance(exc, HostUnreachableError):
-                            self.host.stop_unless_answering(exc, f"verification stopped in round {r}")
+                            back = self.host.stop_unless_answering(exc, f"verification stopped in round {r}")
                         cand.errors.append(f"round {r}: {exc}")
                         for m in metrics:
                             cand.values.setdefault(m, []).append(None)
                         self.reporter.message(f"round {r} {label}: failed: {str(exc).splitlines()[0][:160]}")
+                        if back is not None:
+                            self.reporter.message(f"{self.host.key} {back}: going on")
                         continue
                     values = {m: result.metrics[m] for m in metrics if m in result.metrics}
                     for m in metrics:

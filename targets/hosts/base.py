@@ -104,14 +104,23 @@ class Host(abc.ABC):
             return exc
         return None
 
-    def stop_unless_answering(self, cause: Exception, stopped: str) -> None:
-        """After `cause` (a HostUnreachableError): return when the host answers again, else raise
-        HostUnreachableError saying what `stopped` (a trial, a verification round) and why."""
+    def stop_unless_answering(self, cause: Exception, stopped: str) -> str:
+        """After `cause` (a HostUnreachableError): return how the host came back when it answers
+        again, else raise HostUnreachableError saying what `stopped` (a trial, a verification
+        round) and why."""
         from tuner.errors import HostUnreachableError
 
         again = self.unreachable_again()
         if again is not None:
             raise HostUnreachableError(f"{cause}; {stopped}, and the host does not answer again ({again})") from None
+        return "answers again"
+
+    def crash_report(self) -> str | None:
+        """After a HostUnreachableError: the host's own record of its kernel crashing (a VM's
+        console showing a panic), which makes the loss the configuration's doing rather than the
+        connection's; None when nothing says so. Its first line says what happened, the rest is
+        the evidence."""
+        return None
 
     # -- primitives -------------------------------------------------------------------------
     @abc.abstractmethod

@@ -30,7 +30,7 @@ from typing import Callable, Literal, Sequence
 from targets.hosts.local import die_with_parent, owned_tempdir
 from targets.hosts.ssh import GrubBoot, RemoteHost, SshSession, check_boot_tokens
 from targets.vm.image import GuestImage
-from tuner.errors import BadInputError, HostError
+from tuner.errors import BadInputError, HostError, HostUnreachableError
 from tuner.ownership import process_start_ticks
 
 log = logging.getLogger("ostune.qemu")
@@ -230,6 +230,7 @@ class QemuHost(RemoteHost):
         self.port: int | None = None
         self.accel_used: str | None = None
         self.current_tokens: tuple[str, ...] | None = None
+        self._wanted_tokens: tuple[str, ...] = ()  # what the last ensure_boot asked for (either mode)
         self.boot_count = 0
         self.last_boot_s: float | None = None
         self.serial_log = self.workdir / "serial.log"
@@ -251,6 +252,7 @@ class QemuHost(RemoteHost):
         """Boot (or reboot) so the guest runs with exactly these extra tokens. True if it booted."""
         tokens = check_boot_tokens(boot_tokens)
         with self._lock:
+            self._wanted_tokens = tokens
             if self.boot_mode == "disk":
                 booted = False
                 if not self.running:
@@ -267,6 +269,37 @@ class QemuHost(RemoteHost):
         if self.boot_mode == "disk" and self.running:
             return self._grub.restore()
         return False
+
+    def crash_report(self) -> str | None:
+        # panic=1 with -no-reboot makes qemu exit (direct mode); a disk-mode kernel hangs on
+        # after its panic. Either way the console says so, and the serial log is this boot's.
+        try:
+            text = self.serial_log.read_text(errors="replace")
+        except OSError:
+            return None
+        panic = next((line.strip() for line in reversed(text.splitlines()) if "Kernel panic" in line), None)
+        return f"{panic}\n{console_tail(text)}" if panic is not None else None
+
+    def stop_unless_answering(self, cause: Exception, stopped: str) -> str:
+        """The guest is throwaway: one that crashed or stays silent is replaced by a freshly booted
+        one with the same command line (the next trial applies its values again), so a
+        configuration that brings the kernel down costs a trial, not the run."""
+        with self._lock:
+            if self.running and self.crash_report() is None and self.unreachable_again() is None:
+                return "answers again"
+            if self.crash_report() is not None:
+                why = "its kernel panicked"
+            elif not self.running:
+                why = self._exit_reason() or "qemu exited"
+            else:
+                why = "it does not answer"
+            self._say(f"qemu: the guest is down ({why}): booting a fresh one")
+            self._stop_vm()
+            try:
+                self.ensure_boot(self._wanted_tokens)
+            except HostError as exc:
+                raise HostUnreachableError(f"{cause}; {stopped}, and a fresh guest did not come up ({exc})") from None
+            return f"booted a fresh guest in {self.last_boot_s or 0:.0f} s (the old one: {why})"
 
     def reap_stale_workdirs(self, parent: str | None = None) -> list[str]:
         # Every guest boots from a fresh overlay: a dead run's guest, its servers and their work
