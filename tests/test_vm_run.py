@@ -178,18 +178,21 @@ parameters:
     assert qemu_pids_for(str(run_dir)) == []
 
 
-def test_a_configuration_that_crashes_or_hangs_the_guest_fails_and_the_run_goes_on_in_a_fresh_guest(tmp_path):
+def test_a_configuration_that_crashes_or_hangs_the_guest_fails_and_the_run_and_verify_go_on_in_a_fresh_guest(
+        tmp_path):
     """A kernel that panics (qemu exits: panic=1, -no-reboot) or panics and stays hung (panic=0:
     qemu runs on, the guest never answers) under a configuration. The guest is throwaway, so the
     trial is that configuration's failure, with the console's panic, and the next trial runs in a
-    freshly booted guest. Here the command workload crashes the kernel (sysrq) under two values,
+    freshly booted guest; a verification round goes on the same way. Here the command workload
+    crashes the kernel (sysrq) under three swappiness values (10 is the shipped profiles'),
     standing in for a knob that does."""
     get_image("direct")
     space = tmp_path / "space.yaml"
-    space.write_text("parameters:\n  vm.swappiness: {kind: sysctl, type: int, range: [0, 100]}\n")
+    space.write_text("parameters:\n  vm.swappiness: {kind: sysctl, type: int, range: [0, 100]}\n"
+                     "  mitigations: {kind: boot, type: categorical, choices: [auto, 'off'], default: auto}\n")
     command = ('s=$(cat /proc/sys/vm/swappiness); '
                'if [ "$s" = 44 ]; then echo 0 > /proc/sys/kernel/panic; fi; '
-               'if [ "$s" = 33 ] || [ "$s" = 44 ]; then echo c > /proc/sysrq-trigger; fi; '
+               'case "$s" in 10|33|44) echo c > /proc/sysrq-trigger;; esac; '
                'echo \'{"p99_ms": 1.0}\'')
     db = tmp_path / "c.db"
     run_dir = tmp_path / "run"
@@ -198,7 +201,7 @@ def test_a_configuration_that_crashes_or_hangs_the_guest_fails_and_the_run_goes_
         "--host-set", f"cache_dir={cache_root() / 'images'}", "--space", str(space), "--trials", "4",
         "--app", "command", "--command", command, "--set", "timeout_s=20", "--no-profiles",
         "--try", "vm.swappiness=33", "--try", "vm.swappiness=44", "--try", "vm.swappiness=55",
-        "--repetitions", "1", "--no-warmup", "--db", f"sqlite:///{db}", cwd=tmp_path)
+        "--repetitions", "1", "--no-warmup", "--experiment", "crash", "--db", f"sqlite:///{db}", cwd=tmp_path)
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, err + out
     rows = query(db, "select number, source, status, error from trials order by number")
@@ -208,6 +211,17 @@ def test_a_configuration_that_crashes_or_hangs_the_guest_fails_and_the_run_goes_
         # the stored error carries the guest's console: its kernel panicked
         assert "Kernel panic" in error and "sysrq" in error.lower(), error
     assert out.count("booted a fresh guest") == 2, out
-    params = query(db, "select trial, value from trial_params order by trial")
+    params = query(db, "select trial, value from trial_params where param='vm.swappiness' order by trial")
     assert [int(float(v)) for _, v in params[1:]] == [33, 44, 55]
+    # the trials after a crash ran in a guest booted for them
+    assert query(db, "select number from trials where rebooted order by number") == [(3,), (4,)]
+    assert qemu_pids_for(str(run_dir)) == []
+
+    verify = spawn_ostune("verify", "crash", "--rounds", "3", "--repetitions", "1", "--db", f"sqlite:///{db}",
+                          cwd=tmp_path)
+    out, err = verify.communicate(timeout=900)
+    assert verify.returncode == 0, err + out
+    assert out.count("booted a fresh guest") == 3, out  # the profiles' swappiness, once a round
+    ((samples,),) = query(db, "select count(*) from verification_samples")
+    assert samples == 3  # the baseline, measured in every round
     assert qemu_pids_for(str(run_dir)) == []

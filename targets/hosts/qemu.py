@@ -231,6 +231,7 @@ class QemuHost(RemoteHost):
         self.accel_used: str | None = None
         self.current_tokens: tuple[str, ...] | None = None
         self._wanted_tokens: tuple[str, ...] = ()  # what the last ensure_boot asked for (either mode)
+        self._replaced = False  # a fresh guest replaced a crashed one since the last ensure_boot
         self.boot_count = 0
         self.last_boot_s: float | None = None
         self.serial_log = self.workdir / "serial.log"
@@ -253,14 +254,16 @@ class QemuHost(RemoteHost):
         tokens = check_boot_tokens(boot_tokens)
         with self._lock:
             self._wanted_tokens = tokens
+            # a guest replaced after a crash booted since the last call too: its runtime values
+            # are the image's again
+            booted, self._replaced = self._replaced, False
             if self.boot_mode == "disk":
-                booted = False
                 if not self.running:
                     self._boot(())
                     booted = True
                 return self._grub.apply(tokens) or booted
             if self.running and self.current_tokens == tokens:
-                return False
+                return booted
             self._boot(tokens)
             return True
 
@@ -299,6 +302,7 @@ class QemuHost(RemoteHost):
                 self.ensure_boot(self._wanted_tokens)
             except HostError as exc:
                 raise HostUnreachableError(f"{cause}; {stopped}, and a fresh guest did not come up ({exc})") from None
+            self._replaced = True
             return f"booted a fresh guest in {self.last_boot_s or 0:.0f} s (the old one: {why})"
 
     def reap_stale_workdirs(self, parent: str | None = None) -> list[str]:
