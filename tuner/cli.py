@@ -729,20 +729,23 @@ def verify(name: str, db: str, rounds: int, repetitions: int, seed: int | None, 
     # the host is changed as by a run: not while a run (or another verify) changes it
     lock = HostLocks(store, host, command="verify", run_id=lambda: verifier.run_id, log=reporter.message)
     verifier.lock_lost = lock.check
+    nothing: NothingToVerify | None = None
     with _SignalGuard() as guard:
         try:
             lock.acquire()
             report = verifier.run()
-        except NothingToVerify as nothing:
-            if as_json:
-                click.echo(json.dumps({"verification": None, "schedule": [], "results": [],
-                                       "nothing_to_verify": str(nothing)}))
-            else:
-                out.print(escape(str(nothing)), highlight=False, soft_wrap=True)
-            return
+        except NothingToVerify as exc:
+            nothing = exc
         finally:
             guard.stopping = True
-            lock.release()
+            lock.release()  # (a failure here is the one error printed: nothing was said yet)
+    if nothing is not None:
+        if as_json:
+            click.echo(json.dumps({"verification": None, "schedule": [], "results": [],
+                                   "nothing_to_verify": str(nothing)}))
+        else:
+            out.print(escape(str(nothing)), highlight=False, soft_wrap=True)
+        return
     if verifier.restored:
         names = ", ".join(line.removeprefix("restored ") for line in verifier.restored)
         out.print(f"restored {len(verifier.restored)} kernel value(s): {escape(names)}", highlight=False)
