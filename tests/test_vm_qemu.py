@@ -7,6 +7,8 @@ One VM is booted for the module and reused; the tests run in file order. Expect 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +19,7 @@ from targets.hosts.qemu import BootFailedError, QemuHost
 from targets.hosts.ssh import SshHost
 from targets.vm.image import GuestImage
 from tests.conftest_vm import get_image, progress, qemu_pids_for
-from tuner.errors import ApplyError, HostError, KnobUnavailableError
+from tuner.errors import ApplyError, HostError, HostUnreachableError, KnobUnavailableError
 
 pytestmark = pytest.mark.vm
 
@@ -199,6 +201,26 @@ def test_failed_boot_reports_console_and_next_boot_works(vm: QemuHost, run_dir: 
     assert vm.ensure_boot(["sysctl.vm.swappiness=21"]) is True
     assert vm.read_text("/proc/sys/vm/swappiness").strip() == "21"
     assert "init=/bin/false" not in vm.read_text("/proc/cmdline")
+
+
+def test_a_guest_whose_qemu_died_is_lost_and_replaced_by_a_fresh_one_with_its_command_line(vm: QemuHost) -> None:
+    tokens = vm.current_tokens
+    old_pid = vm.pid
+    assert old_pid is not None and tokens
+    os.kill(old_pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while vm.running and time.monotonic() < deadline:
+        time.sleep(0.1)
+    # whatever command comes next finds the guest gone, not a command failing on it
+    with pytest.raises(HostUnreachableError, match="is gone: qemu exited with code -9"):
+        vm.run(["true"], timeout_s=10)
+    assert vm.crash_report() is None  # killed: its console shows no panic
+    said = vm.stop_unless_answering(HostUnreachableError("gone"), "test")
+    assert said.startswith("booted a fresh guest") and "qemu exited" in said, said
+    assert vm.running and vm.pid != old_pid
+    assert set(tokens) <= set(vm.read_text("/proc/cmdline").split())
+    assert vm.ensure_boot(tokens) is True  # the replacement is the next caller's boot, once
+    assert vm.ensure_boot(tokens) is False
 
 
 def test_close_leaves_no_qemu(vm: QemuHost, run_dir: Path) -> None:

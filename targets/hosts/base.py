@@ -94,8 +94,7 @@ class Host(abc.ABC):
 
     def unreachable_again(self) -> Exception | None:
         """After a HostUnreachableError: None once a trivial command works again (a dropped
-        connection reconnects), else the error saying why it does not (a QEMU guest's qemu that
-        has exited says so with a plain HostError)."""
+        connection reconnects), else the error saying why it does not."""
         from tuner.errors import HostError
 
         try:

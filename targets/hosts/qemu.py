@@ -521,9 +521,11 @@ class QemuHost(RemoteHost):
     def _require_session(self) -> SshSession:
         if self._session is None or not self.running:
             reason = self._exit_reason() if self._proc is not None else None
-            raise HostError(
-                f"VM {self.key} is not running{': ' + reason if reason else ''}; call start()/ensure_boot()"
-            )
+            if reason:
+                # the guest went away under a run (its kernel panicked, qemu was killed): lost,
+                # like a host that stopped answering, whatever command happened to be next
+                raise HostUnreachableError(f"VM {self.key} is gone: {reason}")
+            raise HostError(f"VM {self.key} is not running; call start()/ensure_boot()")
         return self._session
 
     def _extra_facts(self) -> dict[str, str]:
