@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from spaces.model import Parameter, Value, normalize_text, values_equal
 from targets.hosts.base import Host
-from tuner.errors import ApplyError, HostError, HostUnreachableError, KnobUnavailableError
+from tuner.errors import ApplyError, HostOperationError, KnobUnavailableError
 
 _SELECTED = re.compile(r"\[([^\]]+)\]")
 DEBUGFS_MOUNT = "/sys/kernel/debug"
@@ -68,9 +68,7 @@ class KnobFamily:
         try:
             self.prepare(host)
             current = self.read_raw(host, param)
-        except HostUnreachableError:
-            raise  # the host is gone, not the knob
-        except HostError as exc:
+        except HostOperationError as exc:
             return Availability(param.name, False, str(exc))
         return Availability(param.name, True, current=current)
 
@@ -106,9 +104,7 @@ def queue_depth_hint(host: Host, path: str) -> str:
         if parse_knob_text(host.read_text(f"{disk}/queue/scheduler")) != "none":
             return ""
         depth = host.read_text(f"{disk}/mq/0/nr_tags").strip()
-    except HostUnreachableError:
-        raise
-    except HostError:
+    except HostOperationError:
         return ""
     return f" (under the scheduler `none` the disk takes at most its tag depth, {depth})"
 

@@ -40,11 +40,18 @@ class HostUnreachableError(HostError):
     network): says nothing about the configuration being measured."""
 
 
-class KnobUnavailableError(HostError):
+class HostOperationError(HostError):
+    """The host answered, but an operation on it failed: a command timed out, exited non-zero or
+    was not found, a file could not be read or written, the kernel refused a value. Callers that
+    turn a failing command into their own error catch this, so a lost host
+    (HostUnreachableError) always reaches the trial as what it is."""
+
+
+class KnobUnavailableError(HostOperationError):
     """A parameter does not exist or is not readable/writable on this host."""
 
 
-class ApplyError(HostError):
+class ApplyError(HostOperationError):
     """The kernel did not take a value (write failed, or read-back differs)."""
 
 

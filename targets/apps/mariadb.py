@@ -33,7 +33,7 @@ from targets.apps.base import App, Endpoint, Placeholder, config_overrides
 from targets.apps.managed import AddressInUse, ManagedServer, free_loopback_port, log_tail
 from targets.hosts.base import Host, SpawnedProcess
 from targets.workloads.sysbench import credentials_problem, mask_password
-from tuner.errors import AppError, BadInputError, HostError, HostUnreachableError
+from tuner.errors import AppError, BadInputError, HostError, HostOperationError
 
 #: my.cnf keys ostune sets itself (paths, network, identity)
 _RESERVED = {"datadir", "port", "socket", "bind-address", "bind_address", "pid-file", "pid_file",
@@ -254,9 +254,7 @@ class MariaDBApp(ManagedServer):
             return host.make_workdir("mariadb", parent=parent)
         except OSError as exc:
             raise AppError(f"cannot create the MariaDB data directory under {parent}: {exc.strerror}") from None
-        except HostUnreachableError:
-            raise  # the host, not the server: the trial is cut off, not failed
-        except HostError as exc:
+        except HostOperationError as exc:
             reason = str(exc).rsplit(": ", 1)[-1]
             raise AppError(f"cannot create the MariaDB data directory under {parent}: {reason}") from None
 
@@ -271,9 +269,7 @@ class MariaDBApp(ManagedServer):
         self._host = host
         try:
             self._version = host.run([server, "--version"], timeout_s=15, check=False).stdout.strip()
-        except HostUnreachableError:
-            raise  # the host, not the server: the trial is cut off, not failed
-        except HostError:
+        except HostOperationError:
             self._version = ""
         as_root = host.run(["id", "-u"], timeout_s=10, check=False).stdout.strip() == "0"
         fresh = self._workdir is None
@@ -309,9 +305,7 @@ class MariaDBApp(ManagedServer):
                 "--auth-root-authentication-method=normal", "--skip-name-resolve"]
         try:
             r = host.run(argv, timeout_s=120, check=False)
-        except HostUnreachableError:
-            raise  # the host, not the server: the trial is cut off, not failed
-        except HostError as exc:
+        except HostOperationError as exc:
             raise AppError(f"mariadb-install-db did not finish: {exc}") from None
         if not r.ok:
             # with log-error in my.cnf the bootstrap server writes its reason to error.log
@@ -379,9 +373,7 @@ class MariaDBApp(ManagedServer):
                  f"--user={self.user}", "--connect-timeout=3", "--batch", "-e", "SELECT 1", self.database],
                 timeout_s=10, check=False, env={"MYSQL_PWD": self._password},
             )
-        except HostUnreachableError:
-            raise  # the host, not the server: the trial is cut off, not failed
-        except HostError:
+        except HostOperationError:
             return False
         return r.ok
 
@@ -397,9 +389,7 @@ class MariaDBApp(ManagedServer):
         started = time.monotonic()
         try:
             host.terminate(proc, timeout_s=self.stop_timeout_s)
-        except HostUnreachableError:
-            raise  # the host, not the server: the trial is cut off, not failed
-        except HostError as exc:
+        except HostOperationError as exc:
             return f"mariadbd (pid {proc.pid}) could not be stopped: {exc}"
         self._last_tail = self._tail(host)
         if time.monotonic() - started >= self.stop_timeout_s:
@@ -566,9 +556,7 @@ class ExternalMySQL(App):
         env = {"MYSQL_PWD": self._password}
         try:
             r = host.run(argv, timeout_s=self.connect_timeout_s + 20, check=False, env=env)
-        except HostUnreachableError:
-            raise  # the host, not the server: the trial is cut off, not failed
-        except HostError as exc:
+        except HostOperationError as exc:
             raise AppError(self._redact(f"{self.safe_dsn} did not answer: {exc}")) from None
         if r.ok:
             return r.stdout
@@ -618,9 +606,7 @@ class ExternalMySQL(App):
             return []
         try:
             r = self._host.run(["ss", "-Hltnp", f"sport = :{self._port}"], timeout_s=5, check=False)
-        except HostUnreachableError:
-            raise  # the host, not the server: the trial is cut off, not failed
-        except HostError:
+        except HostOperationError:
             return []
         return sorted({int(p) for p in re.findall(r"pid=(\d+)", r.stdout)})
 
@@ -686,9 +672,7 @@ def device_placeholder(host: Host, datadir: str) -> Placeholder:
         try:
             r = host.run(["findmnt", "-n", "-o", "FSTYPE", "--target", datadir], timeout_s=10, check=False)
             fs = r.stdout.strip() if r.ok else ""
-        except HostUnreachableError:
-            raise  # the host, not the server: the trial is cut off, not failed
-        except HostError:
+        except HostOperationError:
             pass
         on = f"a {fs} filesystem" if fs else "a filesystem"
         return Placeholder(None, f"datadir {datadir} is on {on} without a block device, so it has no I/O queue to tune")
@@ -705,9 +689,7 @@ def datadir_block_device(host: Host, path: str) -> str | None:
         probe = posixpath.dirname(probe) or "/"
     try:
         r = host.run(["stat", "-c", "%d", "--", probe], timeout_s=10, check=False)
-    except HostUnreachableError:
-        raise  # the host, not the server: the trial is cut off, not failed
-    except HostError:
+    except HostOperationError:
         return None
     if r.ok and r.stdout.strip().isdigit():
         dev = int(r.stdout.strip())
@@ -723,9 +705,7 @@ def datadir_block_device(host: Host, path: str) -> str | None:
     # anonymous device numbers (btrfs subvolumes, some overlays): ask the mount table
     try:
         m = host.run(["findmnt", "-n", "-o", "SOURCE", "--target", probe], timeout_s=10, check=False)
-    except HostUnreachableError:
-        raise  # the host, not the server: the trial is cut off, not failed
-    except HostError:
+    except HostOperationError:
         return None
     source = m.stdout.strip().split("[", 1)[0] if m.ok else ""
     if not source.startswith("/dev/"):

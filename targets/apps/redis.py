@@ -16,7 +16,7 @@ from typing import Mapping
 from targets.apps.base import Endpoint, config_overrides
 from targets.apps.managed import AddressInUse, ManagedServer, free_loopback_port, log_tail
 from targets.hosts.base import Host, SpawnedProcess
-from tuner.errors import AppError, BadInputError, HostError, HostUnreachableError
+from tuner.errors import AppError, BadInputError, HostError, HostOperationError
 
 #: config keys ostune sets itself; overriding them would break start/stop or the endpoint
 _RESERVED = {"port", "bind", "dir", "daemonize", "logfile", "pidfile", "supervised"}
@@ -98,9 +98,7 @@ class RedisApp(ManagedServer):
         binary = self._resolve_binary(host)
         try:
             self._version = host.run([binary, "--version"], timeout_s=10, check=False).stdout.strip()
-        except HostUnreachableError:
-            raise  # the host, not the server: the trial is cut off, not failed
-        except HostError:
+        except HostOperationError:
             self._version = ""
         self._host = host
         tried: set[int] = set()
@@ -153,9 +151,7 @@ class RedisApp(ManagedServer):
             try:
                 r = host.run([cli, "-h", endpoint.address, "-p", str(endpoint.port), "ping"],
                              timeout_s=1.5, check=False)
-            except HostUnreachableError:
-                raise  # the host, not the server: the trial is cut off, not failed
-            except HostError:
+            except HostOperationError:
                 return False
             return r.ok and "PONG" in r.stdout
         # no redis-cli: trust the server's own readiness line
@@ -183,9 +179,7 @@ class RedisApp(ManagedServer):
                 self._last_tail = log_tail(host, self._log_path) or self._last_tail
             try:
                 host.terminate(self._proc, timeout_s=self.stop_timeout_s)
-            except HostUnreachableError:
-                raise  # the host, not the server: the trial is cut off, not failed
-            except HostError as exc:
+            except HostOperationError as exc:
                 raise AppError(f"redis-server (pid {self._proc.pid}) could not be stopped: {exc}") from None
             self._proc = None
         if self._workdir:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
 from targets.hosts.workdir_records import WORKDIR_OWNER_FILE, owner_record, parse_owner
-from tuner.errors import ApplyError, HostError, KnobUnavailableError
+from tuner.errors import ApplyError, HostOperationError, KnobUnavailableError
 from tuner.ownership import ProcessIdentity
 
 
@@ -94,9 +94,9 @@ class LocalHost(Host):
                 try:
                     stdout, stderr = proc.communicate(input_text, timeout=timeout_s)
                 except subprocess.TimeoutExpired as exc:
-                    raise HostError(f"command timed out after {timeout_s:g} s: {' '.join(argv)}") from exc
+                    raise HostOperationError(f"command timed out after {timeout_s:g} s: {' '.join(argv)}") from exc
         except FileNotFoundError as exc:
-            raise HostError(f"command not found: {argv[0]}") from exc
+            raise HostOperationError(f"command not found: {argv[0]}") from exc
         usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu_s = (usage_after.ru_utime - usage_before.ru_utime) + (usage_after.ru_stime - usage_before.ru_stime)
         result = CommandResult(
@@ -104,7 +104,7 @@ class LocalHost(Host):
         )
         if check and not result.ok:
             tail = (stderr or stdout).strip().splitlines()[-1:] or [""]
-            raise HostError(f"{argv[0]} exited {proc.returncode}: {tail[0]}")
+            raise HostOperationError(f"{argv[0]} exited {proc.returncode}: {tail[0]}")
         return result
 
     def read_text(self, path: str) -> str:
@@ -149,7 +149,7 @@ class LocalHost(Host):
                     preexec_fn=die_with_parent(signal.SIGTERM),
                 )
             except FileNotFoundError as exc:
-                raise HostError(f"command not found: {argv[0]}") from exc
+                raise HostOperationError(f"command not found: {argv[0]}") from exc
         # Keep the Popen so the child is reaped (no zombie that looks alive to kill -0).
         spawned = SpawnedProcess(proc.pid, tuple(argv), log_path)
         self._children = getattr(self, "_children", {})

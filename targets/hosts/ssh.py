@@ -25,7 +25,8 @@ from urllib.parse import urlsplit
 from targets.hosts.base import CommandResult, Host, HostFacts, SpawnedProcess
 from targets.hosts.remote_lock import RemoteKernelLock
 from targets.hosts.workdir_records import WORKDIR_OWNER_FILE, WORKDIR_PROCESSES_FILE, owner_record, parse_listing
-from tuner.errors import ApplyError, BadInputError, HostError, HostUnreachableError, KnobUnavailableError
+from tuner.errors import (ApplyError, BadInputError, HostError, HostOperationError, HostUnreachableError,
+                          KnobUnavailableError)
 from tuner.ownership import ProcessIdentity
 
 #: characters allowed in one kernel command-line token we pass on (QEMU -append, GRUB drop-in)
@@ -346,7 +347,7 @@ class SshSession:
         except (paramiko.SSHException, EOFError) as exc:
             raise self._lost(exc) from exc
         except OSError as exc:
-            raise HostError(f"cannot {what} on {self.label}: {exc or type(exc).__name__}") from exc
+            raise HostOperationError(f"cannot {what} on {self.label}: {exc or type(exc).__name__}") from exc
 
     def _discard(self, staged: str) -> None:
         """Remove a staged directory that its command line will not remove (it never ran, or was
@@ -444,7 +445,7 @@ class SshSession:
             # the command may go on running: its stdin stays readable through the open
             # descriptor, and its environment was read and unlinked when it started
             self._discard(staged)
-        return HostError(f"command on {self.label} timed out after {limit_s:g} s: {shown}")
+        return HostOperationError(f"command on {self.label} timed out after {limit_s:g} s: {shown}")
 
     def _lost(self, exc: BaseException) -> HostUnreachableError:
         """The error for a connection that broke under a call; the connection is closed, so the
@@ -542,7 +543,7 @@ class RemoteHost(Host):
             duration_s=time.monotonic() - started,
         )
         if check and code != 0:
-            raise HostError(
+            raise HostOperationError(
                 f"{shlex.join(result.argv)[:160]} failed on {self.key} (exit {code}): "
                 f"{_last_line(err) or _last_line(out) or 'no output'}"
             )
@@ -586,7 +587,7 @@ class RemoteHost(Host):
         result = self._sh(script, f"{root}/ostune-{prefix}-XXXXXX", owner_record(ProcessIdentity.current()),
                           WORKDIR_OWNER_FILE)
         if not result.ok or not result.stdout.strip().startswith(f"{root}/ostune-"):
-            raise HostError(f"cannot make a work directory under {root} on {self.key}: "
+            raise HostOperationError(f"cannot make a work directory under {root} on {self.key}: "
                             f"{_last_line(result.stderr) or 'exit ' + str(result.exit_code)}")
         return result.stdout.strip()
 
@@ -662,7 +663,7 @@ class RemoteHost(Host):
                           *[str(a) for a in argv])
         pid_text = result.stdout.strip()
         if not result.ok or not pid_text.isdigit():
-            raise HostError(
+            raise HostOperationError(
                 f"cannot start {shlex.join(argv)[:120]} on {self.key}: "
                 f"{_last_line(result.stderr) or 'exit ' + str(result.exit_code)}"
             )

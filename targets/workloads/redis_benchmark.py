@@ -44,7 +44,7 @@ from typing import Mapping, Sequence
 from targets.apps.base import Endpoint
 from targets.hosts.base import Host
 from targets.workloads.base import Workload
-from tuner.errors import BadInputError, HostError, HostUnreachableError, WorkloadError
+from tuner.errors import BadInputError, HostOperationError, WorkloadError
 
 # ---------------------------------------------------------------------------------------------
 # parser
@@ -480,9 +480,7 @@ class RedisBenchmarkWorkload(Workload):
         timeout = self._timeout(n)
         try:
             result = host.run(argv, timeout_s=timeout, check=False)
-        except HostUnreachableError:
-            raise  # the host, not the workload: the trial is cut off, not failed
-        except HostError as exc:
+        except HostOperationError as exc:
             raise WorkloadError(f"redis-benchmark did not finish: {exc}") from None
         if not result.ok:
             tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [""]

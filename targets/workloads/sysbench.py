@@ -37,7 +37,7 @@ from urllib.parse import quote
 from targets.apps.base import Endpoint
 from targets.hosts.base import Host
 from targets.workloads.base import Workload
-from tuner.errors import BadInputError, HostError, HostUnreachableError, WorkloadError
+from tuner.errors import BadInputError, HostOperationError, WorkloadError
 
 # ---------------------------------------------------------------------------------------------
 # parser
@@ -519,9 +519,7 @@ class SysbenchWorkload(Workload):
             seconds = (time_s if time_s is not None else self.time_s) if command == "run" else 60
             try:
                 return host.run(argv, timeout_s=self._timeout(seconds), check=False)
-            except HostUnreachableError:
-                raise  # the host, not the workload: the trial is cut off, not failed
-            except HostError as exc:
+            except HostOperationError as exc:
                 raise WorkloadError(f"sysbench {self.test} {command} did not finish: {_redact(str(exc), endpoint)}") from None
         finally:
             host.remove_tree(workdir)
@@ -602,9 +600,7 @@ class SysbenchWorkload(Workload):
         env = {"MYSQL_PWD": extra["password"]} if extra.get("password") else None
         try:
             r = host.run([*args, "-e", selects], timeout_s=30, check=False, env=env)
-        except HostUnreachableError:
-            raise  # the host, not the workload: the trial is cut off, not failed
-        except HostError:
+        except HostOperationError:
             return False
         if not r.ok:
             return False
