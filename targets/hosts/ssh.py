@@ -588,7 +588,7 @@ class RemoteHost(Host):
                           WORKDIR_OWNER_FILE)
         if not result.ok or not result.stdout.strip().startswith(f"{root}/ostune-"):
             raise HostOperationError(f"cannot make a work directory under {root} on {self.key}: "
-                            f"{_last_line(result.stderr) or 'exit ' + str(result.exit_code)}")
+                                     f"{_last_line(result.stderr) or 'exit ' + str(result.exit_code)}")
         return result.stdout.strip()
 
     def keep_workdir(self, path: str) -> None:
