@@ -12,7 +12,7 @@ from targets.apps.mariadb import ExternalMySQL, parse_dsn
 from targets.hosts.base import CommandResult
 from targets.hosts.local import LocalHost
 from targets.workloads.sysbench import config_line, config_value_problem, mask_password
-from tuner.errors import AppError, BadInputError, HostError
+from tuner.errors import AppError, BadInputError, HostOperationError
 
 # -- port ------------------------------------------------------------------------------------------
 
@@ -149,7 +149,7 @@ class _ClientHost(LocalHost):
         if self.timeout:
             # the shape of SshSession.exec's timeout: the command line, cut to 160 characters
             command = shlex.join(["sudo", "-n", "--", "env", *[f"{k}={v}" for k, v in (env or {}).items()], *argv])
-            raise HostError(f"command on root@db timed out after {timeout_s} s: {command[:160]}")
+            raise HostOperationError(f"command on root@db timed out after {timeout_s} s: {command[:160]}")
         return CommandResult(tuple(argv), 1, "", self.stderr, 0.01)
 
 
