@@ -288,9 +288,10 @@ class QemuHost(RemoteHost):
         one with the same command line (the next trial applies its values again), so a
         configuration that brings the kernel down costs a trial, not the run."""
         with self._lock:
-            if self.running and self.crash_report() is None and self.unreachable_again() is None:
+            crashed = self.crash_report() is not None
+            if self.running and not crashed and self.unreachable_again() is None:
                 return "answers again"
-            if self.crash_report() is not None:
+            if crashed:
                 why = "its kernel panicked"
             elif not self.running:
                 why = self._exit_reason() or "qemu exited"
